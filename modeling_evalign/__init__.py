@@ -1,0 +1,54 @@
+"""evalign: align event-camera features to RGB/CLIP feature spaces.
+
+Importing the package registers every strategy with ``AutoConfig``/``AutoModel`` (this imports
+torch and transformers' modeling base, nothing heavier). Everything else (datasets, h5py, peft,
+accelerate, plotting) is imported on first use of the name that needs it.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from .auto_registration import register_strategies
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it (imported lazily on first attribute access)
+_LAZY: dict[str, str] = {
+    # strategies
+    "LightweightAlignmentConfig": "modeling_evalign.lightweight.configuration_lightweight",
+    "LightweightAlignmentModule": "modeling_evalign.lightweight.modeling_lightweight",
+    "ContrastiveAlignmentConfig": "modeling_evalign.contrastive.configuration_contrastive",
+    "ContrastiveAlignmentModule": "modeling_evalign.contrastive.modeling_contrastive",
+    "TripleModalAlignmentConfig": "modeling_evalign.triple_modal.configuration_triple_modal",
+    "TripleModalAlignmentModule": "modeling_evalign.triple_modal.modeling_triple_modal",
+    "ReconstructionAlignmentConfig": "modeling_evalign.reconstruction.configuration_reconstruction",
+    "ReconstructionAlignmentModule": "modeling_evalign.reconstruction.modeling_reconstruction",
+    # training and data
+    "ContrastiveAlignmentTrainer": "modeling_evalign.trainer",
+    "AlignmentDataset": "modeling_evalign.data.alignment_dataset",
+    "DsecAlignmentBuilder": "modeling_evalign.data.dsec_builder",
+    # selection
+    "auto_select_alignment_strategy": "modeling_evalign.selection",
+    "print_strategy_recommendation": "modeling_evalign.selection",
+    "StrategyRecommendation": "modeling_evalign.selection",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'modeling_evalign' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
+register_strategies()

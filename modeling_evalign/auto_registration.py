@@ -1,0 +1,26 @@
+"""Register every strategy's config and model with transformers' Auto classes."""
+
+from __future__ import annotations
+
+import importlib
+
+# (config module, config class, model module, model class); one line per strategy.
+STRATEGIES: list[tuple[str, str, str, str]] = [
+]
+
+_registered = False
+
+
+def register_strategies() -> None:
+    """Idempotently register configs with AutoConfig and models with AutoModel."""
+    global _registered
+    if _registered:
+        return
+    from transformers import AutoConfig, AutoModel
+
+    for config_module, config_name, model_module, model_name in STRATEGIES:
+        config_cls = getattr(importlib.import_module(f"modeling_evalign.{config_module}"), config_name)
+        model_cls = getattr(importlib.import_module(f"modeling_evalign.{model_module}"), model_name)
+        AutoConfig.register(config_cls.model_type, config_cls, exist_ok=True)
+        AutoModel.register(config_cls, model_cls, exist_ok=True)
+    _registered = True

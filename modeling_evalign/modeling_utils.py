@@ -1,0 +1,75 @@
+"""Shared behaviour of every evalign strategy model: atomic saves that load with trust_remote_code."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from pathlib import Path
+
+import torch
+from transformers import PreTrainedModel
+
+from .io_utils import atomic_directory, atomic_write_json
+from .remote_code import write_bundle
+
+# Files a fresh save_pretrained rewrites; anything else already in the target directory
+# (model card, training_info.json, plots) is carried over by a re-save.
+_REGENERATED_SUFFIXES = (".safetensors", ".bin", ".index.json", ".py")
+
+
+class EvalignPreTrainedModel(PreTrainedModel):
+    """Base class of the strategy models.
+
+    ``save_pretrained`` writes to a temporary directory and renames it into place, so an
+    interrupted save never leaves a half-written checkpoint, and it always bundles the module
+    files plus ``auto_map`` so ``AutoModel.from_pretrained(dir, trust_remote_code=True)`` works in
+    a process where ``modeling_evalign`` is not installed.
+    """
+
+    base_model_prefix = "evalign"
+    main_input_name = "event_features"
+    supports_gradient_checkpointing = False
+
+    def save_pretrained(self, save_directory: str | os.PathLike, *args, push_to_hub: bool = False, **kwargs):
+        if push_to_hub:
+            raise ValueError(
+                "push_to_hub is not done inside save_pretrained: use modeling_evalign.hub.push_to_hub(folder, repo_id)."
+            )
+        save_directory = Path(save_directory)
+        if save_directory.exists() and not save_directory.is_dir():
+            raise NotADirectoryError(f"save_pretrained target {save_directory} exists and is not a directory")
+        with atomic_directory(save_directory) as tmp:
+            if save_directory.is_dir():
+                for item in save_directory.iterdir():
+                    if item.is_file() and not item.name.endswith(_REGENERATED_SUFFIXES) and item.name != "config.json":
+                        (tmp / item.name).write_bytes(item.read_bytes())
+            # transformers' own remote-code copy cannot follow our package-relative imports.
+            with _auto_class_disabled(self):
+                super().save_pretrained(tmp, *args, **kwargs)
+            auto_map = write_bundle(self, tmp)
+            config_path = tmp / "config.json"
+            config = json.loads(config_path.read_text())
+            config["auto_map"] = auto_map
+            atomic_write_json(config_path, config)
+
+    @staticmethod
+    def _check_features(x: torch.Tensor, name: str, dim: int, *, allow_tokens: bool = True) -> None:
+        """Validate a feature tensor's last dimension and rank with a message naming ``name``."""
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+        ranks = (2, 3) if allow_tokens else (2,)
+        if x.dim() not in ranks or x.shape[-1] != dim:
+            expected = "[B, D]" + (" or [B, N, D]" if allow_tokens else "")
+            raise ValueError(f"{name} has shape {tuple(x.shape)}: expected {expected} with D={dim}")
+
+
+@contextlib.contextmanager
+def _auto_class_disabled(model: PreTrainedModel):
+    model_auto, config_auto = model._auto_class, model.config._auto_class
+    model._auto_class = None
+    model.config._auto_class = None
+    try:
+        yield
+    finally:
+        model._auto_class, model.config._auto_class = model_auto, config_auto
