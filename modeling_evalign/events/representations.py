@@ -1,0 +1,251 @@
+"""Dense event representations with exact, documented semantics (numpy in -> numpy out, torch in ->
+torch out on the same device). All are vectorised (bincount / index_add_ on linear indices).
+
+Input for every function: ``x, y`` integer pixel coordinates (0 <= x < width, 0 <= y < height),
+``t`` timestamps in µs (non-decreasing), ``p`` polarity in {0, 1}; bad input raises ValueError/TypeError
+naming the field and the offending value (see :mod:`.validation`). An empty stream gives the
+documented empty output. This module imports numpy and torch only: it is bundled into checkpoints.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from .validation import check_events, check_sensor_size
+
+__all__ = ["count_frames", "event_histogram_image", "eventgpt_frames", "voxel_grid"]
+
+# EventGPT colours: p=1 red, p=0 blue, on a white canvas
+_EVENTGPT_COLORS = np.array([[0, 0, 255], [255, 0, 0]], dtype=np.uint8)
+_STD_FLOOR = 1e-6
+
+
+def _check(x, y, t, p, height, width) -> tuple[bool, int, int]:
+    height, width = check_sensor_size(height, width)
+    return check_events(x, y, t, p, height, width), height, width
+
+
+def _check_count(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return int(value)
+
+
+def voxel_grid(x, y, t, p, num_bins: int, height: int, width: int, normalize: bool = False):
+    """E2VID voxel grid: float32 ``[num_bins, height, width]``.
+
+    Timestamps are mapped to ``tn = (num_bins - 1) * (t - t[0]) / (t[-1] - t[0])`` (a zero span counts
+    as 1 µs, so a window whose events share one timestamp lands in bin 0). Each event adds its
+    polarity (p=0 -> -1, p=1 -> +1) to bins ``floor(tn)`` and ``floor(tn) + 1`` with weights
+    ``1 - frac(tn)`` and ``frac(tn)`` (bilinear in time only; x, y are exact). With ``normalize`` the
+    non-zero voxels are shifted/scaled to mean 0 and population std 1 (std floored at 1e-6) and zero
+    voxels stay 0, as in E2VID/EVREAL. An empty stream gives zeros.
+    """
+    use_torch, height, width = _check(x, y, t, p, height, width)
+    num_bins = _check_count("num_bins", num_bins)
+    hw = height * width
+    size = num_bins * hw
+    n = int(x.shape[0])
+    if use_torch:
+        dev = x.device
+        out = torch.zeros(size + hw, dtype=torch.float32, device=dev)
+        if n:
+            fdt = torch.float32 if dev.type == "mps" else torch.float64
+            t64 = t.to(torch.int64) if not t.dtype.is_floating_point else t.to(fdt)
+            span = (t64[-1] - t64[0]).to(fdt)
+            span = torch.where(span == 0, torch.ones_like(span), span)
+            tn = (t64 - t64[0]).to(fdt) * ((num_bins - 1) / span)
+            tn = tn.clamp_(0, num_bins - 1)
+            left = tn.floor()
+            frac = tn - left
+            pol = p.to(fdt) * 2 - 1
+            w_right = pol * frac
+            w_left = pol - w_right
+            idx = y.to(torch.int64) * width + x.to(torch.int64) + left.to(torch.int64) * hw
+            out.index_add_(0, idx, w_left.to(torch.float32))
+            out.index_add_(0, idx + hw, w_right.to(torch.float32))  # bin num_bins lands in the spare slot
+        grid = out[:size].view(num_bins, height, width)
+        return _normalize_torch(grid) if normalize else grid
+    grid = np.zeros(size, dtype=np.float64)
+    if n:
+        t0, t1 = t[0], t[-1]
+        span = float(t1) - float(t0) if t.dtype.kind == "f" else int(t1) - int(t0)
+        span = span or 1
+        tn = np.subtract(t, t0, dtype=np.float64)
+        tn *= (num_bins - 1) / span
+        np.clip(tn, 0, num_bins - 1, out=tn)
+        left = np.floor(tn)
+        frac = tn - left
+        pol = p.astype(np.float64)
+        pol *= 2
+        pol -= 1
+        w_right = pol * frac
+        w_left = pol - w_right
+        idx = y.astype(np.int64)
+        idx *= width
+        idx += x
+        idx += left.astype(np.int64) * hw
+        grid += np.bincount(idx, weights=w_left, minlength=size)[:size]
+        idx += hw
+        grid += np.bincount(idx, weights=w_right, minlength=size + hw)[:size]
+    grid = grid.astype(np.float32).reshape(num_bins, height, width)
+    return _normalize_numpy(grid) if normalize else grid
+
+
+def _normalize_numpy(grid: np.ndarray) -> np.ndarray:
+    mask = grid != 0
+    if mask.any():
+        vals = grid[mask].astype(np.float64)
+        mean = vals.mean()
+        std = max(vals.std(), _STD_FLOOR)
+        grid[mask] = ((vals - mean) / std).astype(np.float32)
+    return grid
+
+
+def _normalize_torch(grid: torch.Tensor) -> torch.Tensor:
+    mask = grid != 0
+    if bool(mask.any()):
+        vals = grid[mask]
+        mean = vals.mean()
+        std = vals.std(correction=0).clamp_min(_STD_FLOOR)
+        grid = grid.masked_scatter(mask, (vals - mean) / std)
+    return grid
+
+
+def _frame_of_event(n: int, num_frames: int, like: Any):
+    """Frame index per event for an equal-count split, remainder in the last frame."""
+    per = n // num_frames
+    if use_t := isinstance(like, torch.Tensor):
+        ar = torch.arange(n, device=like.device)
+    else:
+        ar = np.arange(n)
+    if per == 0:
+        return (ar * 0 + (num_frames - 1)) if use_t else np.full(n, num_frames - 1)
+    f = ar // per
+    return f.clamp_(max=num_frames - 1) if use_t else np.minimum(f, num_frames - 1)
+
+
+def eventgpt_frames(x, y, t, p, height: int, width: int, num_frames: int = 5):
+    """EventGPT frames: uint8 ``[num_frames, height, width, 3]`` RGB.
+
+    Events are split into ``num_frames`` chunks of ``len // num_frames`` consecutive events (the
+    remainder goes to the last chunk; with fewer events than frames everything lands in the last
+    frame). Each frame starts white; each event overwrites its pixel (the last event at a pixel wins,
+    no accumulation) with red (255, 0, 0) for p=1 or blue (0, 0, 255) for p=0. EventGPT sizes the canvas
+    per chunk from the largest coordinate; here it is the sensor size (640x480 for DSEC).
+    """
+    use_torch, height, width = _check(x, y, t, p, height, width)
+    num_frames = _check_count("num_frames", num_frames)
+    hw = height * width
+    n = int(x.shape[0])
+    if use_torch:
+        dev = x.device
+        canvas = torch.full((num_frames * hw, 3), 255, dtype=torch.uint8, device=dev)
+        if n:
+            frame = _frame_of_event(n, num_frames, x)
+            idx = frame * hw + y.to(torch.int64) * width + x.to(torch.int64)
+            last = torch.full((num_frames * hw,), -1, dtype=torch.int64, device=dev)
+            last.scatter_reduce_(0, idx, torch.arange(n, device=dev), reduce="amax")
+            hit = torch.nonzero(last >= 0).squeeze(1)
+            colors = torch.as_tensor(_EVENTGPT_COLORS, device=dev)
+            canvas[hit] = colors[p[last[hit]].to(torch.int64)]
+        return canvas.view(num_frames, height, width, 3)
+    canvas = np.full((num_frames * hw, 3), 255, dtype=np.uint8)
+    if n:
+        frame = _frame_of_event(n, num_frames, x)
+        idx = frame * hw + y.astype(np.int64) * width + x
+        # deterministic "last event wins": the largest event index per pixel (torch scatter amax, zero-copy)
+        last = torch.full((num_frames * hw,), -1, dtype=torch.int64)
+        last.scatter_reduce_(0, torch.from_numpy(idx), torch.arange(n), reduce="amax")
+        last = last.numpy()
+        hit = np.flatnonzero(last >= 0)
+        canvas[hit] = _EVENTGPT_COLORS[p[last[hit]].astype(np.int64)]
+    return canvas.reshape(num_frames, height, width, 3)
+
+
+def _frame_by_time(t, num_frames: int, use_torch: bool):
+    """Frame index per event for ``num_frames`` equal time slices of [t[0], t[-1]] (last slice closed)."""
+    if use_torch:
+        t64 = t.to(torch.float64)
+        span = float(t64[-1] - t64[0]) or 1.0
+        f = ((t64 - t64[0]) * (num_frames / span)).floor().to(torch.int64)
+        return f.clamp_(0, num_frames - 1)
+    span = float(t[-1]) - float(t[0]) or 1.0
+    f = np.floor(np.subtract(t, t[0], dtype=np.float64) * (num_frames / span)).astype(np.int64)
+    return np.clip(f, 0, num_frames - 1)
+
+
+def count_frames(x, y, t, p, height: int, width: int, num_frames: int = 1, split: str = "time"):
+    """Per-polarity event counts: float32 ``[num_frames, 2, height, width]``; channel 0 counts p=0
+    (negative) events, channel 1 counts p=1 (positive) events.
+
+    ``split="time"``: frame ``k`` holds events with ``k <= num_frames * (t - t[0]) / (t[-1] - t[0]) < k + 1``
+    (the last event goes to the last frame; a zero span puts everything in frame 0).
+    ``split="count"``: equal event counts, remainder in the last frame (as :func:`eventgpt_frames`).
+    An empty stream gives zeros.
+    """
+    use_torch, height, width = _check(x, y, t, p, height, width)
+    num_frames = _check_count("num_frames", num_frames)
+    if split not in ("time", "count"):
+        raise ValueError(f"split must be 'time' or 'count', got {split!r}")
+    hw = height * width
+    size = num_frames * 2 * hw
+    n = int(x.shape[0])
+    if use_torch:
+        out = torch.zeros(size, dtype=torch.float32, device=x.device)
+        if n:
+            frame = _frame_by_time(t, num_frames, True) if split == "time" else _frame_of_event(n, num_frames, x)
+            idx = (frame * 2 + p.to(torch.int64)) * hw + y.to(torch.int64) * width + x.to(torch.int64)
+            out = torch.bincount(idx, minlength=size).to(torch.float32)
+        return out.view(num_frames, 2, height, width)
+    if not n:
+        return np.zeros((num_frames, 2, height, width), dtype=np.float32)
+    frame = _frame_by_time(t, num_frames, False) if split == "time" else _frame_of_event(n, num_frames, x)
+    idx = frame * 2
+    idx += p
+    idx *= hw
+    idx += y.astype(np.int64) * width
+    idx += x
+    return np.bincount(idx, minlength=size).astype(np.float32).reshape(num_frames, 2, height, width)
+
+
+def event_histogram_image(x, y, t, p, height: int, width: int, hot_pixel_std: float = 10.0):
+    """CEIA event histogram image: float32 ``[height, width, 3]`` RGB in [0, 1] on a BLACK background.
+
+    Counts positive (p=1) and negative (p=0) events per pixel. In each polarity channel, hot pixels
+    (count > mean + ``hot_pixel_std`` * std of that channel's non-zero counts, population std) are set
+    to 0. Both channels are then divided by their common maximum, so relative polarity strength is
+    kept: red = positive, blue = negative, green = 0. An empty stream gives zeros. Multiply by 255 and
+    cast to uint8 for a PIL image before the CLIP transform.
+    """
+    counts = count_frames(x, y, t, p, height, width, num_frames=1)[0]  # [2, H, W], channel = p
+    if isinstance(counts, torch.Tensor):
+        for c in range(2):
+            ch = counts[c]
+            nz = ch[ch > 0]
+            if nz.numel():
+                thr = nz.mean() + hot_pixel_std * nz.std(correction=0)
+                ch[ch > thr] = 0
+        peak = counts.max()
+        if float(peak) > 0:
+            counts = counts / peak
+        img = torch.zeros((height, width, 3), dtype=torch.float32, device=counts.device)
+        img[..., 0] = counts[1]
+        img[..., 2] = counts[0]
+        return img
+    counts = counts.astype(np.float64)
+    for c in range(2):
+        ch = counts[c]
+        nz = ch[ch > 0]
+        if nz.size:
+            ch[ch > nz.mean() + hot_pixel_std * nz.std()] = 0
+    peak = counts.max()
+    if peak > 0:
+        counts /= peak
+    img = np.zeros((height, width, 3), dtype=np.float32)
+    img[..., 0] = counts[1]
+    img[..., 2] = counts[0]
+    return img
