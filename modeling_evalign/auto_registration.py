@@ -6,6 +6,8 @@ import importlib
 
 # (config module, config class, model module, model class); one line per strategy.
 STRATEGIES: list[tuple[str, str, str, str]] = [
+    ("lightweight.configuration_lightweight", "LightweightAlignmentConfig", "lightweight.modeling_lightweight", "LightweightAlignmentModule"),
+    ("contrastive.configuration_contrastive", "ContrastiveAlignmentConfig", "contrastive.modeling_contrastive", "ContrastiveAlignmentModule"),
 ]
 
 _registered = False

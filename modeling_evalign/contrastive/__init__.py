@@ -1,0 +1,1 @@
+"""Contrastive strategies (import from the module files; this package file stays empty)."""

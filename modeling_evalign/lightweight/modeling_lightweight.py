@@ -1,0 +1,213 @@
+"""Lightweight adapter: linear or bottleneck-MLP map from event features to target (CLIP) features."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import initialization as init
+
+from ..losses import cosine_loss, mse_loss
+from ..modeling_outputs import AlignmentOutput
+from ..modeling_utils import EvalignPreTrainedModel
+from ..token_grid import resample_token_grid
+from .configuration_lightweight import LightweightAlignmentConfig
+
+
+@dataclass
+class ClosedFormFit:
+    """Result of :meth:`LightweightAlignmentModule.fit_closed_form` (float64, on CPU).
+
+    weight: ``[target_dim, event_dim]``; bias: ``[target_dim]``; train_mse: MSE of the fit on its data.
+    """
+
+    weight: torch.Tensor
+    bias: torch.Tensor
+    train_mse: float
+
+
+class LightweightAlignmentModule(EvalignPreTrainedModel):
+    """Event features ``[B, event_dim]`` or tokens ``[B, N, event_dim]`` -> target space ``target_dim``.
+
+    Pipeline (each step only when configured): token-grid resampling (``source_grid`` ->
+    ``target_grid``, CLS kept or dropped) -> whitening ``(x - mean) @ W`` -> adapter. Resampling comes
+    first so the adapter runs on the smaller grid; for the linear adapter the order does not change the
+    result (interpolation weights sum to one).
+    """
+
+    config_class = LightweightAlignmentConfig
+
+    def __init__(self, config: LightweightAlignmentConfig):
+        super().__init__(config)
+        d_in, d_out = config.event_dim, config.target_dim
+        if config.use_whitening:
+            self.register_buffer("whitening_mean", torch.zeros(d_in))
+            self.register_buffer("whitening_matrix", torch.eye(d_in))
+        if config.adapter_type == "linear":
+            self.proj = nn.Linear(d_in, d_out)
+        else:
+            self.down = nn.Linear(d_in, config.hidden_dim)
+            self.act = nn.GELU()
+            self.dropout = nn.Dropout(config.dropout)
+            self.up = nn.Linear(config.hidden_dim, d_out)
+            # a residual needs equal widths: a learned projection replaces the identity otherwise
+            self.skip = nn.Linear(d_in, d_out) if d_in != d_out else None
+        self.post_init()
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        # transformers asks the CLASS (is_remote_code) whether to copy module files itself, which fails
+        # on our package-relative imports; the base class bundles them instead, so hide the class flag.
+        cls = type(self)
+        auto_class = cls.__dict__.get("_auto_class")
+        cls._auto_class = None
+        try:
+            return super().save_pretrained(save_directory, *args, **kwargs)
+        finally:
+            cls._auto_class = auto_class
+
+    def _init_weights(self, module):
+        if isinstance(module, nn.Linear):
+            if module is getattr(self, "up", None):
+                init.zeros_(module.weight)  # the residual branch starts at zero: output = skip(x)
+            else:
+                init.normal_(module.weight, mean=0.0, std=self.config.initializer_range)
+            init.zeros_(module.bias)
+        elif module is self and self.config.use_whitening:
+            init.zeros_(self.whitening_mean)
+            init.eye_(self.whitening_matrix)
+
+    # -- feature pipeline ---------------------------------------------------------------------------
+    def _resample(self, x: torch.Tensor) -> torch.Tensor:
+        cfg = self.config
+        if x.dim() == 3 and cfg.source_grid is not None:
+            return resample_token_grid(
+                x, cfg.source_grid, cfg.target_grid,
+                has_cls=cfg.has_cls_token, keep_cls=cfg.keep_cls_token, mode=cfg.resample_mode,
+            )
+        return x
+
+    def _adapt(self, x: torch.Tensor) -> torch.Tensor:
+        """Whitening + adapter on rows ``[M, event_dim]`` (2-D so linear layers use one fused addmm)."""
+        if self.config.use_whitening:
+            x = (x - self.whitening_mean) @ self.whitening_matrix
+        if self.config.adapter_type == "linear":
+            return F.linear(x, self.proj.weight, self.proj.bias)
+        h = self.up(self.dropout(self.act(self.down(x))))
+        return h + (x if self.skip is None else self.skip(x))
+
+    def align(self, event_features: torch.Tensor) -> torch.Tensor:
+        """Map event features to the target space: ``[B, event_dim]`` -> ``[B, target_dim]``,
+        ``[B, N, event_dim]`` -> ``[B, N', target_dim]`` (N' after grid resampling)."""
+        if event_features.shape[-1] != self.config.event_dim or event_features.dim() not in (2, 3):
+            self._check_features(event_features, "event_features", self.config.event_dim)
+        x = self._resample(event_features)
+        if x.dim() == 2:
+            return self._adapt(x)
+        b, n, d = x.shape
+        return self._adapt(x.reshape(b * n, d)).view(b, n, -1)
+
+    def forward(
+        self,
+        event_features: torch.Tensor,
+        target_features: torch.Tensor | None = None,
+        **kwargs,
+    ) -> AlignmentOutput:
+        """``aligned_features`` in the target space; with ``target_features`` (same shape as the aligned
+        features) also ``loss = mse_weight * MSE + cosine_weight * mean(1 - cos)``."""
+        aligned = self.align(event_features)
+        if target_features is None:
+            return AlignmentOutput(aligned_features=aligned)
+        if not isinstance(target_features, torch.Tensor) or target_features.shape != aligned.shape:
+            shape = tuple(target_features.shape) if isinstance(target_features, torch.Tensor) else type(target_features)
+            raise ValueError(
+                f"target_features has shape {shape}: expected {tuple(aligned.shape)} "
+                f"(the aligned features' shape, D={self.config.target_dim})"
+            )
+        cfg = self.config
+        mse = mse_loss(aligned, target_features)
+        loss = cfg.mse_weight * mse
+        cos = None
+        if cfg.cosine_weight > 0:
+            cos = cosine_loss(aligned, target_features)
+            loss = loss + cfg.cosine_weight * cos
+        return AlignmentOutput(loss=loss, aligned_features=aligned, mse_loss=mse, cosine_loss=cos)
+
+    # -- fitting from data --------------------------------------------------------------------------
+    def _rows(self, event_features: torch.Tensor, name: str = "event_features") -> torch.Tensor:
+        self._check_features(event_features, name, self.config.event_dim)
+        x = self._resample(event_features)
+        return x.reshape(-1, x.shape[-1])
+
+    @torch.no_grad()
+    def fit_whitening(self, event_features: torch.Tensor) -> None:
+        """Fit the ZCA whitening buffers from ``[B, event_dim]`` or ``[B, N, event_dim]`` features (float64).
+
+        ``W = V diag(1 / sqrt(lambda + whitening_eps)) V^T`` from the covariance eigendecomposition.
+        Raises ValueError when whitening is off in the config or there are fewer than 2 rows.
+        """
+        if not self.config.use_whitening:
+            raise ValueError("fit_whitening needs a config with use_whitening=True")
+        x = self._rows(event_features).double().cpu()
+        if x.shape[0] < 2:
+            raise ValueError(f"fit_whitening needs at least 2 feature rows, got {x.shape[0]}")
+        mean = x.mean(0)
+        xc = x - mean
+        cov = xc.T @ xc / (x.shape[0] - 1)
+        evals, evecs = torch.linalg.eigh(cov)
+        w = evecs @ torch.diag((evals.clamp(min=0) + self.config.whitening_eps).rsqrt()) @ evecs.T
+        self.whitening_mean.copy_(mean.to(self.whitening_mean))
+        self.whitening_matrix.copy_(w.to(self.whitening_matrix))
+
+    @torch.no_grad()
+    def fit_closed_form(
+        self, event_features: torch.Tensor, target_features: torch.Tensor, ridge: float = 1e-3
+    ) -> ClosedFormFit:
+        """Ridge regression target ~ event (after resampling and whitening), solved in float64, written
+        into the adapter as a warm start (or an instant baseline).
+
+        Centred, so the bias is not penalised: ``W = (Xc^T Xc + ridge I)^-1 Xc^T Yc``,
+        ``b = mean(Y) - mean(X) W``. Token inputs are treated as rows (target token count must match
+        the resampled event tokens). For the "mlp" adapter the fit goes into the skip projection and the
+        residual branch is zeroed, so the model output equals the ridge prediction; with an identity skip
+        (equal widths) there is no linear layer to hold it and a ValueError is raised.
+        """
+        cfg = self.config
+        if ridge < 0:
+            raise ValueError(f"ridge={ridge} is invalid: expected >= 0")
+        if cfg.adapter_type == "mlp" and self.skip is None:
+            raise ValueError(
+                "fit_closed_form needs a linear layer to write into: adapter_type='linear', or 'mlp' with "
+                f"event_dim != target_dim (here both are {cfg.event_dim})"
+            )
+        x = self._rows(event_features)
+        if cfg.use_whitening:
+            x = (x - self.whitening_mean) @ self.whitening_matrix
+        self._check_features(target_features, "target_features", cfg.target_dim)
+        y = target_features.reshape(-1, cfg.target_dim)
+        if y.shape[0] != x.shape[0]:
+            raise ValueError(
+                f"target_features gives {y.shape[0]} rows but event_features gives {x.shape[0]} "
+                "(after token-grid resampling): expected equal counts"
+            )
+        x, y = x.double().cpu(), y.double().cpu()
+        mx, my = x.mean(0), y.mean(0)
+        xc, yc = x - mx, y - my
+        gram = xc.T @ xc
+        if ridge > 0:
+            w = torch.linalg.solve(gram + ridge * torch.eye(gram.shape[0], dtype=gram.dtype), xc.T @ yc)
+        else:
+            w = torch.linalg.lstsq(xc, yc).solution
+        b = my - mx @ w
+        mse = float(((x @ w + b - y) ** 2).mean())
+        layer = self.proj if cfg.adapter_type == "linear" else self.skip
+        layer.weight.copy_(w.T.to(layer.weight))
+        layer.bias.copy_(b.to(layer.bias))
+        if cfg.adapter_type == "mlp":
+            self.up.weight.zero_()
+            self.up.bias.zero_()
+        return ClosedFormFit(weight=w.T.contiguous(), bias=b, train_mse=mse)
+
+
+LightweightAlignmentModule.register_for_auto_class("AutoModel")
