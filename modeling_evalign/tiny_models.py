@@ -30,3 +30,35 @@ def tiny_clip_config(
         text_config=dict(vocab_size=vocab_size, max_position_embeddings=32, **common),
         projection_dim=projection_dim,
     )
+
+
+def tiny_llama_config(
+    vocab_size: int = 128,
+    hidden_size: int = 48,
+    num_layers: int = 2,
+    num_heads: int = 4,
+    intermediate_size: int | None = None,
+    max_position_embeddings: int = 256,
+    initializer_range: float = 0.2,
+):
+    """A ``LlamaConfig`` for tiny LLaMA-architecture LMs (stand-ins for EventGPT's and Video-LLaVA's LLaMA).
+
+    ``initializer_range`` is larger than LLaMA's 0.02 so that a randomly initialised model's greedy
+    output depends on its prompt (with 0.02 the logits are nearly flat). No BOS/EOS/PAD ids are set:
+    generation runs for exactly ``max_new_tokens``.
+    """
+    from transformers import LlamaConfig
+
+    return LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=hidden_size,
+        intermediate_size=intermediate_size or hidden_size * 2,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        num_key_value_heads=num_heads,
+        max_position_embeddings=max_position_embeddings,
+        initializer_range=initializer_range,
+        bos_token_id=None,
+        eos_token_id=None,
+        pad_token_id=None,
+    )
