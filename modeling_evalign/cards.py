@@ -1,0 +1,183 @@
+"""Model cards (README.md with model-index metadata) for saved evalign checkpoints."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from .hub_templates import template_path
+from .io_utils import atomic_write_bytes, atomic_write_text
+
+CARD_TEMPLATE = "model_card.md.jinja"
+TRAINING_CURVE_FILE = "training_curve.png"
+
+_STRATEGY_SUMMARY = {
+    "lightweight": "A small adapter (linear or residual bottleneck MLP) from event features to target features.",
+    "contrastive": "CEIA-style symmetric InfoNCE alignment of event features to a frozen CLIP tower.",
+    "triple_modal": "EventBind/E-CLIP-style event-image, event-text and image-text alignment with zero-shot prompts.",
+    "reconstruction": "Events -> E2VID/FireNet intensity frames -> frozen CLIP; no training.",
+}
+
+
+def _metric_type(name: str) -> str:
+    """Hub-friendly metric id: 'R@1' -> 'recall_at_1', 'cosine sim' -> 'cosine_sim'."""
+    name = name.strip().replace("@", "_at_")
+    name = re.sub(r"[^0-9A-Za-z]+", "_", name).strip("_").lower()
+    return {"r_at_1": "recall_at_1", "r_at_5": "recall_at_5", "r_at_10": "recall_at_10"}.get(name, name) or "metric"
+
+
+def _task_type(name: str) -> str:
+    return "retrieval" if re.match(r"(?i)^(r@|recall)", name.strip()) else "feature-extraction"
+
+
+def _normalise_metrics(metrics: Mapping[str, Any]) -> dict[str, dict[str, float]]:
+    """``{name: value}`` or ``{config: {name: value}}`` -> ``{config or '': {name: float}}``."""
+    if not isinstance(metrics, Mapping):
+        raise TypeError(f"metrics must be a mapping of name -> value (or config -> mapping), got {type(metrics).__name__}")
+    flat = {k: v for k, v in metrics.items() if not isinstance(v, Mapping)}
+    nested = {k: v for k, v in metrics.items() if isinstance(v, Mapping)}
+    groups = {"": flat} if flat else {}
+    groups.update(nested)
+    out: dict[str, dict[str, float]] = {}
+    for config, values in groups.items():
+        out[str(config)] = {}
+        for name, value in values.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                where = f"metrics[{config!r}][{name!r}]" if config else f"metrics[{name!r}]"
+                raise ValueError(f"{where}={value!r} is invalid: expected a finite number")
+            out[str(config)][str(name)] = float(value)
+    return out
+
+
+def _format(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_format(v) for v in value)
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def build_card_data(
+    *, model_id: str, strategy: str, metrics: Mapping[str, Any], datasets: Sequence[str], base_model: str | None = None
+):
+    """The card's YAML metadata as a ``ModelCardData`` (library, tags, datasets, model-index results)."""
+    from huggingface_hub import EvalResult, ModelCardData
+
+    groups = _normalise_metrics(metrics)
+    dataset = datasets[0] if datasets else "synthetic"
+    results = [
+        EvalResult(
+            task_type=_task_type(name),
+            task_name="Event-to-image retrieval" if _task_type(name) == "retrieval" else "Event feature alignment",
+            dataset_type=dataset,
+            dataset_name=dataset,
+            dataset_config=config or None,
+            dataset_split="validation",
+            metric_type=_metric_type(name),
+            metric_name=name,
+            metric_value=value,
+        )
+        for config, values in groups.items()
+        for name, value in values.items()
+    ]
+    return ModelCardData(
+        model_name=model_id.split("/")[-1],
+        library_name="transformers",
+        tags=["evalign", "event-camera", strategy, "feature-alignment"],
+        datasets=list(datasets) or None,
+        base_model=base_model,
+        pipeline_tag="feature-extraction",
+        license="apache-2.0",
+        eval_results=results or None,
+    )
+
+
+def write_model_card(
+    folder: str | os.PathLike,
+    *,
+    model_id: str,
+    strategy: str,
+    metrics: Mapping[str, Any],
+    training_info: Mapping[str, Any] | None = None,
+    datasets: Sequence[str] = (),
+    plot_path: str | os.PathLike | None = None,
+    base_model: str | None = None,
+) -> Path:
+    """Render ``hub_cards/model_card.md.jinja`` into ``folder/README.md`` (atomically) and return its path.
+
+    Args:
+        folder: checkpoint directory written by ``save_pretrained``.
+        model_id: Hub repo id (``org/name``) used in the usage snippet and metadata.
+        strategy: strategy name (``lightweight``, ``contrastive``, ``triple_modal``, ``reconstruction``).
+        metrics: ``{"R@1": 0.41, "mse": 0.02}``, or per dataset config ``{"1s": {"R@1": ...}}``; every
+            value becomes a model-index result (R@k -> task ``retrieval``, others ``feature-extraction``).
+        training_info: settings shown in the training table; a ``"history"`` entry (list of per-epoch
+            dicts or ``{series: [values]}``) is drawn as the training curve when ``plot_path`` is None.
+        datasets: Hub dataset ids the model was trained/evaluated on (first one names the results).
+        plot_path: an existing training-curve PNG to embed; copied into ``folder`` when outside it.
+        base_model: repo id of the frozen target tower, if any.
+    """
+    from huggingface_hub import ModelCard
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"write_model_card: checkpoint folder {folder} does not exist")
+    if not isinstance(model_id, str) or not model_id.strip():
+        raise ValueError(f"write_model_card: model_id={model_id!r} is invalid: expected 'namespace/name'")
+    if isinstance(datasets, str):
+        datasets = [datasets]
+    training_info = dict(training_info or {})
+    card_data = build_card_data(
+        model_id=model_id, strategy=strategy, metrics=metrics, datasets=datasets, base_model=base_model
+    )
+
+    plot_file = None
+    if plot_path is not None:
+        plot_path = Path(plot_path)
+        if not plot_path.is_file():
+            raise FileNotFoundError(f"write_model_card: plot_path {plot_path} does not exist")
+        if plot_path.resolve().parent != folder.resolve():
+            atomic_write_bytes(folder / plot_path.name, plot_path.read_bytes())
+        plot_file = plot_path.name
+    elif training_info.get("history"):
+        from .plots import plot_training_curve
+
+        plot_training_curve(training_info["history"], folder / TRAINING_CURVE_FILE)
+        plot_file = TRAINING_CURVE_FILE
+
+    groups = _normalise_metrics(metrics)
+    names = list(dict.fromkeys(name for values in groups.values() for name in values))
+    has_config = any(groups)
+    header = (["config"] if has_config else []) + names
+    rows = [
+        ([config or "-"] if has_config else []) + [_format(values[n]) if n in values else "-" for n in names]
+        for config, values in groups.items()
+    ]
+    training_rows = [
+        (str(k), _format(v)) for k, v in sorted(training_info.items()) if k != "history" and not isinstance(v, Mapping)
+    ]
+    config = {}
+    if (folder / "config.json").is_file():
+        config = json.loads((folder / "config.json").read_text())
+    card = ModelCard.from_template(
+        card_data,
+        template_path=str(template_path(CARD_TEMPLATE)),
+        model_id=model_id,
+        strategy=strategy,
+        strategy_summary=_STRATEGY_SUMMARY.get(strategy, ""),
+        datasets=list(datasets),
+        event_dim=config.get("event_dim"),
+        metric_header=header,
+        metric_rows=rows,
+        training_rows=training_rows,
+        plot_file=plot_file,
+    )
+    return atomic_write_text(folder / "README.md", str(card))
+
+
+__all__ = ["build_card_data", "write_model_card"]
