@@ -110,8 +110,11 @@ def test_features_equal_hand_computation(tmp_path):
             hs = target_model(pixel_values=clip_preprocess([ex["rgb"]], 32), output_hidden_states=True)
             torch.testing.assert_close(target[i], hs.hidden_states[-2][0, 0], atol=1e-5, rtol=1e-5)
     meta = json.loads((tmp_path / "f" / "metadata.json").read_text())
-    assert meta["sequence"] == ["seq_0", "seq_1", "seq_0"] and meta["split"] == ["train"] * 3
-    assert meta["window_end_us"] == [1000, 2000, 3000] and "scene" not in meta  # all None -> left out
+    samples = meta["samples"]
+    assert [s["sequence"] for s in samples] == ["seq_0", "seq_1", "seq_0"]
+    assert [s["split"] for s in samples] == ["train"] * 3
+    assert [s["window_end_us"] for s in samples] == [1000, 2000, 3000]
+    assert all("scene" not in s for s in samples)  # all None -> left out
     assert meta["event_dim"] == meta["target_dim"] == 64 and res.num_samples == 3
     assert not (tmp_path / "f" / SHARD_DIR).exists()
 
@@ -148,8 +151,15 @@ def test_resume_after_kill_equals_uninterrupted(tmp_path):
         a = load_file(tmp_path / "full" / name)["features"]
         b = load_file(tmp_path / "resumed" / name)["features"]
         assert torch.equal(a, b)
+    a_event = load_file(tmp_path / "full" / "event_features.safetensors")["features"]
     again = extract_features(examples, tmp_path / "resumed", model, **kw)  # finished: nothing recomputed
     assert again.shards_computed == 0 and again.num_samples == 7
+
+    from modeling_evalign.data.alignment_dataset import AlignmentDataset
+
+    ds = AlignmentDataset.from_directory(tmp_path / "resumed")  # the agreed format, read by H2's loader
+    assert len(ds) == 7 and ds.event_dim == ds.target_dim == 64
+    torch.testing.assert_close(ds[3]["event_features"], a_event[3])
 
 
 def test_bad_inputs(tmp_path):

@@ -4,9 +4,11 @@ Output directory (the format agreed with ``modeling_evalign.data.alignment_datas
 
 * ``event_features.safetensors`` / ``target_features.safetensors``: one float tensor under key ``"features"``,
   shape ``[N, D]`` (pooled) or ``[N, T, D]`` (token level);
-* ``metadata.json``: per-sample lists (``sequence``, ``window_start_us``, ``window_end_us``, ``scene``,
-  ``split``, ... whatever the examples carry), ``num_samples``, ``event_dim``, ``target_dim``, the shapes and
-  the extraction options. It is written last: its presence marks a finished extraction.
+* ``metadata.json``: ``num_samples``, ``event_dim``, ``target_dim``, ``event_shape``/``target_shape`` (per
+  sample), ``extraction`` (options and encoder fingerprints) and ``samples``: one dict per row with the
+  example fields present (``sequence``, ``window_index``, ``window_start_us``, ``window_end_us``,
+  ``event_count``, ``rgb_timestamp_us``, ``scene``, ``label``) plus ``split``. Written last: its presence
+  marks a finished extraction.
 
 Event features (EventGPT): the ``F`` event frames of a window -> CLIP preprocessing -> tokens of layer
 ``event_layer`` per frame ``[F, 1+P, D]`` -> :func:`eventgpt_pool` ``[F+1+P, D]`` (``event_pooling="tokens"``)
@@ -265,17 +267,20 @@ def _finish(out: Path, shard_dir: Path, num_shards: int, manifest: dict, compute
     n = manifest["num_samples"]
     if event.shape[0] != n or target.shape[0] != n:
         raise ValueError(f"{shard_dir}: shards hold {event.shape[0]} samples, expected {n}")
-    metadata = {k: v for k, v in per_sample.items() if any(x is not None for x in v)}
+    keys = [k for k, v in per_sample.items() if any(x is not None for x in v)]  # drop all-None fields
+    samples = [{k: per_sample[k][i] for k in keys} for i in range(n)]
     if manifest["split"] is not None:
-        metadata["split"] = [manifest["split"]] * n
-    metadata.update(
-        num_samples=n,
-        event_dim=int(event.shape[-1]),
-        target_dim=int(target.shape[-1]),
-        event_shape=list(event.shape[1:]),
-        target_shape=list(target.shape[1:]),
-        extraction=manifest,
-    )
+        for sample in samples:
+            sample["split"] = manifest["split"]
+    metadata = {
+        "num_samples": n,
+        "event_dim": int(event.shape[-1]),
+        "target_dim": int(target.shape[-1]),
+        "event_shape": list(event.shape[1:]),
+        "target_shape": list(target.shape[1:]),
+        "extraction": manifest,
+        "samples": samples,
+    }
     atomic_write_bytes(out / "event_features.safetensors", save({"features": event.contiguous()}))
     atomic_write_bytes(out / "target_features.safetensors", save({"features": target.contiguous()}))
     atomic_write_json(out / "metadata.json", metadata)  # last: marks the directory complete
