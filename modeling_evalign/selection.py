@@ -1,0 +1,196 @@
+"""Pick an alignment strategy from the data at hand and the quality wanted.
+
+Rules (paired samples = ``data_size`` when ``has_paired_data``, else 0), from the product brief's table:
+
+==============  ================  ======================================================
+paired samples  target            recommendation
+==============  ================  ======================================================
+< 1,000         any               reconstruction (needs an E2VID/FireNet checkpoint)
+1,000 - 4,999   any               lightweight
+5,000 - 9,999   fast              lightweight
+5,000 - 9,999   good, best        contrastive
+>= 10,000       fast / good       lightweight / contrastive
+>= 10,000       best              triple_modal
+==============  ================  ======================================================
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+#: target_performance values accepted by :func:`auto_select_alignment_strategy`.
+TARGET_PERFORMANCES = ("fast", "good", "best")
+
+
+@dataclass(frozen=True)
+class StrategyProfile:
+    """Requirements and costs of one strategy (numbers from the product brief)."""
+
+    name: str
+    min_pairs: int
+    recommended_pairs: int
+    training_time: str
+    inference_latency: str
+    quality: str
+
+
+STRATEGY_PROFILES: dict[str, StrategyProfile] = {
+    p.name: p
+    for p in (
+        StrategyProfile("reconstruction", 0, 0, "none (pre-trained E2VID/FireNet)", "~15 ms", "medium"),
+        StrategyProfile("lightweight", 1_000, 5_000, "2-4 hours", "~1 ms", "medium"),
+        StrategyProfile("contrastive", 5_000, 10_000, "1-2 days", "~1 ms", "high"),
+        StrategyProfile("triple_modal", 10_000, 50_000, "2-3 days", "~2 ms", "highest"),
+    )
+}
+
+
+@dataclass
+class StrategyRecommendation:
+    """Result of :func:`auto_select_alignment_strategy`.
+
+    Attributes:
+        strategy: recommended strategy name (a key of :data:`STRATEGY_PROFILES`).
+        reasons: why it was chosen, one sentence each.
+        data_requirement: minimum / recommended paired samples of the strategy, in words.
+        expected_latency: inference latency per sample on features.
+        training_time: expected training time.
+        alternatives: other viable strategy names -> when to prefer them.
+        warnings: caveats the user must act on (e.g. a missing E2VID checkpoint).
+    """
+
+    strategy: str
+    reasons: list[str]
+    data_requirement: str
+    expected_latency: str
+    training_time: str
+    alternatives: dict[str, str] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def profile(self) -> StrategyProfile:
+        return STRATEGY_PROFILES[self.strategy]
+
+
+def _requirement(p: StrategyProfile) -> str:
+    if p.min_pairs == 0:
+        return "0 paired samples (needs a pre-trained E2VID or FireNet checkpoint)"
+    return f"at least {p.min_pairs:,} paired samples, {p.recommended_pairs:,}+ recommended"
+
+
+def _validate(has_paired_data: object, data_size: object, has_e2vid: object, target_performance: object) -> None:
+    for name, value in (("has_paired_data", has_paired_data), ("has_e2vid", has_e2vid)):
+        if not isinstance(value, bool):
+            raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
+    if isinstance(data_size, bool) or not isinstance(data_size, int):
+        raise TypeError(f"data_size must be an int (number of paired samples), got {type(data_size).__name__}")
+    if data_size < 0:
+        raise ValueError(f"data_size must be >= 0 (number of paired samples), got {data_size}")
+    if target_performance not in TARGET_PERFORMANCES:
+        raise ValueError(f"target_performance must be one of {list(TARGET_PERFORMANCES)}, got {target_performance!r}")
+    if has_paired_data and data_size == 0:
+        raise ValueError("has_paired_data=True but data_size=0: pass the number of paired samples")
+    if not has_paired_data and data_size > 0:
+        raise ValueError(
+            f"has_paired_data=False but data_size={data_size}: data_size counts paired event/RGB samples"
+        )
+
+
+def auto_select_alignment_strategy(
+    has_paired_data: bool,
+    data_size: int = 0,
+    has_e2vid: bool = False,
+    target_performance: str = "good",
+) -> StrategyRecommendation:
+    """Recommend an alignment strategy (see the module docstring for the rules).
+
+    Args:
+        has_paired_data: whether paired event/RGB samples exist.
+        data_size: number of paired samples (0 when there are none).
+        has_e2vid: whether a pre-trained E2VID/FireNet checkpoint is available.
+        target_performance: ``"fast"`` (lowest cost), ``"good"`` or ``"best"`` (highest quality).
+
+    Raises:
+        TypeError / ValueError: on wrong types, negative sizes, contradictory inputs or an unknown target.
+    """
+    _validate(has_paired_data, data_size, has_e2vid, target_performance)
+    pairs = data_size if has_paired_data else 0
+    reasons: list[str] = []
+    warnings: list[str] = []
+    alternatives: dict[str, str] = {}
+    lw, ct, tm = (STRATEGY_PROFILES[k] for k in ("lightweight", "contrastive", "triple_modal"))
+
+    if pairs < lw.min_pairs:
+        strategy = "reconstruction"
+        reasons.append(
+            f"{pairs:,} paired samples is below the {lw.min_pairs:,} a trained adapter needs; "
+            "reconstruction needs no pairs"
+        )
+        if has_e2vid:
+            reasons.append("a pre-trained E2VID/FireNet checkpoint is available")
+        else:
+            warnings.append("reconstruction needs a pre-trained E2VID or FireNet checkpoint: obtain one first")
+        alternatives["lightweight"] = f"once {lw.min_pairs:,}+ paired samples are collected"
+    elif pairs < ct.min_pairs or target_performance == "fast":
+        strategy = "lightweight"
+        if pairs < ct.min_pairs:
+            reasons.append(f"{pairs:,} paired samples: enough for an adapter, below contrastive's {ct.min_pairs:,}")
+        else:
+            reasons.append("target_performance='fast': cheapest trained strategy, ~1 ms inference")
+            alternatives["contrastive"] = "for higher retrieval quality (1-2 days of training)"
+        if pairs >= tm.min_pairs:
+            alternatives["triple_modal"] = "for the highest quality when text prompts are useful"
+        elif pairs < ct.min_pairs:
+            alternatives["contrastive"] = f"once {ct.min_pairs:,}+ paired samples are collected"
+    elif pairs < tm.min_pairs or target_performance == "good":
+        strategy = "contrastive"
+        reasons.append(f"{pairs:,} paired samples meet contrastive's {ct.min_pairs:,} minimum")
+        reasons.append(f"target_performance={target_performance!r}: contrastive gives high quality at ~1 ms")
+        alternatives["lightweight"] = "for a quick baseline in hours instead of days"
+        if pairs >= tm.min_pairs:
+            alternatives["triple_modal"] = "for the highest quality (2-3 days of training)"
+        else:
+            alternatives["triple_modal"] = f"once {tm.min_pairs:,}+ paired samples are collected"
+    else:
+        strategy = "triple_modal"
+        reasons.append(f"{pairs:,} paired samples meet triple-modal's {tm.min_pairs:,} minimum")
+        reasons.append("target_performance='best': triple-modal (event, image, text) gives the highest quality")
+        alternatives["contrastive"] = "for nearly the same quality with a simpler objective"
+        alternatives["lightweight"] = "for a quick baseline in hours instead of days"
+
+    if strategy != "reconstruction" and has_e2vid:
+        alternatives["reconstruction"] = "as a no-training baseline (~15 ms per sample)"
+    profile = STRATEGY_PROFILES[strategy]
+    return StrategyRecommendation(
+        strategy=strategy,
+        reasons=reasons,
+        data_requirement=_requirement(profile),
+        expected_latency=profile.inference_latency,
+        training_time=profile.training_time,
+        alternatives=alternatives,
+        warnings=warnings,
+    )
+
+
+def format_strategy_recommendation(rec: StrategyRecommendation) -> str:
+    """Readable multi-line text of a recommendation."""
+    if not isinstance(rec, StrategyRecommendation):
+        raise TypeError(f"expected a StrategyRecommendation, got {type(rec).__name__}")
+    lines = [
+        f"Recommended alignment strategy: {rec.strategy}",
+        f"  data requirement : {rec.data_requirement}",
+        f"  training time    : {rec.training_time}",
+        f"  inference latency: {rec.expected_latency}",
+        "  reasons:",
+        *(f"    - {r}" for r in rec.reasons),
+    ]
+    if rec.warnings:
+        lines += ["  warnings:", *(f"    ! {w}" for w in rec.warnings)]
+    if rec.alternatives:
+        lines += ["  alternatives:", *(f"    * {k}: {v}" for k, v in rec.alternatives.items())]
+    return "\n".join(lines)
+
+
+def print_strategy_recommendation(rec: StrategyRecommendation) -> None:
+    """Print :func:`format_strategy_recommendation` of ``rec``."""
+    print(format_strategy_recommendation(rec))
