@@ -6,8 +6,12 @@ import importlib
 
 # (config module, config class, model module, model class); one line per strategy.
 STRATEGIES: list[tuple[str, str, str, str]] = [
+    ("reconstruction.configuration_e2vid", "E2VIDConfig", "reconstruction.modeling_e2vid", "E2VIDModel"),
+    ("reconstruction.configuration_firenet", "FireNetConfig", "reconstruction.modeling_firenet", "FireNetModel"),
+    ("reconstruction.configuration_reconstruction", "ReconstructionAlignmentConfig", "reconstruction.modeling_reconstruction", "ReconstructionAlignmentModule"),
     ("lightweight.configuration_lightweight", "LightweightAlignmentConfig", "lightweight.modeling_lightweight", "LightweightAlignmentModule"),
     ("contrastive.configuration_contrastive", "ContrastiveAlignmentConfig", "contrastive.modeling_contrastive", "ContrastiveAlignmentModule"),
+    ("contrastive.configuration_contrastive_image", "ContrastiveImageAlignmentConfig", "contrastive.modeling_contrastive_image", "ContrastiveImageAlignmentModel"),
 ]
 
 _registered = False

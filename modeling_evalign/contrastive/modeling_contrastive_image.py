@@ -1,0 +1,187 @@
+"""CEIA image-level contrastive model: LoRA on a copy of the CLIP vision tower, the original tower frozen.
+
+Checkpoints hold only what training changes (LoRA matrices + logit scale, a few MB for CLIP-L): the frozen
+tower is rebuilt from ``config.clip_model_name_or_path`` at ``config.clip_revision`` whenever the model is
+constructed, which is why :meth:`from_pretrained` is overridden (transformers would otherwise build the
+model on the meta device and expect every weight in ``model.safetensors``).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import initialization as init
+
+from ..io_utils import atomic_directory
+from ..losses import ClipLoss
+from ..modeling_outputs import ContrastiveAlignmentOutput
+from ..modeling_utils import EvalignPreTrainedModel
+from .configuration_contrastive_image import ContrastiveImageAlignmentConfig
+
+_HUB_KWARGS = ("cache_dir", "force_download", "proxies", "token", "revision", "local_files_only", "subfolder")
+
+
+def load_clip_vision_tower(name_or_path: str, revision: str = "main"):
+    """``CLIPVisionModelWithProjection`` (vision tower + visual projection) from a CLIP or CLIP-vision checkpoint."""
+    from transformers import CLIPVisionModelWithProjection
+
+    return CLIPVisionModelWithProjection.from_pretrained(name_or_path, revision=revision)
+
+
+class ContrastiveImageAlignmentModel(EvalignPreTrainedModel):
+    """Event images -> CLIP image-embedding space (width = the CLIP ``projection_dim``).
+
+    ``forward(event_pixel_values [B, 3, S, S], pixel_values [B, 3, S, S] | None)``: ``S`` is the CLIP image
+    size; both inputs are CLIP-preprocessed (normalised) images. Returns a ``ContrastiveAlignmentOutput``
+    whose ``aligned_features`` ``[B, P]`` are the event embeddings and, when ``pixel_values`` is given,
+    ``target_embeddings`` ``[B, P]`` of the frozen tower and the symmetric InfoNCE ``loss`` (negatives
+    gathered across processes).
+
+    Args:
+        config: the strategy config.
+        clip_model: an already loaded ``CLIPVisionModelWithProjection`` to use instead of loading
+            ``config.clip_model_name_or_path`` (it must be that checkpoint: only the reference is saved).
+    """
+
+    config_class = ContrastiveImageAlignmentConfig
+    main_input_name = "event_pixel_values"
+
+    def __init__(self, config: ContrastiveImageAlignmentConfig, clip_model: nn.Module | None = None):
+        super().__init__(config)
+        self.logit_scale = nn.Parameter(torch.empty(()))
+        self.loss_fn = ClipLoss(max_logit_scale=config.max_logit_scale)
+        self.post_init()
+        # The towers arrive with pretrained weights: attached after post_init so weight initialisation never
+        # touches them (nor the zero-initialised LoRA B matrices).
+        from peft import LoraConfig, get_peft_model
+
+        if clip_model is None:
+            clip_model = load_clip_vision_tower(config.clip_model_name_or_path, config.clip_revision)
+        target = clip_model
+        event = copy.deepcopy(target)
+        target.requires_grad_(False)
+        target.eval()
+        self.target_encoder = target
+        lora = LoraConfig(
+            r=config.lora_r,
+            lora_alpha=config.lora_alpha,
+            lora_dropout=config.lora_dropout,
+            target_modules=config.lora_target_modules,
+            bias="none",
+        )
+        self.event_encoder = get_peft_model(event, lora)
+
+    def _init_weights(self, module):
+        if module is self:
+            init.constant_(self.logit_scale, math.log(1.0 / self.config.temperature))
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.target_encoder.eval()  # frozen: dropout/normalisation stay in inference mode
+        return self
+
+    def forward(
+        self,
+        event_pixel_values: torch.Tensor,
+        pixel_values: torch.Tensor | None = None,
+        **kwargs,
+    ) -> ContrastiveAlignmentOutput:
+        for name, x in (("event_pixel_values", event_pixel_values), ("pixel_values", pixel_values)):
+            if x is not None and (not isinstance(x, torch.Tensor) or x.dim() != 4 or x.shape[1] != 3):
+                shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+                raise ValueError(f"{name} has shape {shape}: expected [B, 3, H, W] CLIP-preprocessed images")
+        event_embeds = self.event_encoder(pixel_values=event_pixel_values).image_embeds
+        scale = self.loss_fn.scale(self.logit_scale)
+        if pixel_values is None:
+            return ContrastiveAlignmentOutput(aligned_features=event_embeds, logit_scale=scale)
+        if pixel_values.shape[0] != event_pixel_values.shape[0]:
+            raise ValueError(
+                f"pixel_values has {pixel_values.shape[0]} images but event_pixel_values has {event_pixel_values.shape[0]}"
+            )
+        with torch.no_grad():
+            target_embeds = self.target_encoder(pixel_values=pixel_values).image_embeds
+        loss = self.loss_fn(event_embeds, target_embeds, self.logit_scale)
+        ev = nn.functional.normalize(event_embeds, dim=-1)
+        tg = nn.functional.normalize(target_embeds, dim=-1)
+        return ContrastiveAlignmentOutput(
+            loss=loss,
+            contrastive_loss=loss,
+            aligned_features=event_embeds,
+            target_embeddings=target_embeds,
+            logits_per_event=scale * ev @ tg.T,
+            logit_scale=scale,
+        )
+
+    # --- what a checkpoint holds -------------------------------------------------------------------------
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        """LoRA matrices and the logit scale (the parameters that require grad), nothing of the frozen CLIP."""
+        names = {n for n, p in self.named_parameters() if p.requires_grad}
+        return {k: v for k, v in self.state_dict().items() if k in names}
+
+    def load_trainable_state_dict(self, state_dict: dict[str, torch.Tensor]) -> None:
+        """Load :meth:`trainable_state_dict` output; KeyError naming missing/unexpected keys on a mismatch."""
+        expected = set(self.trainable_state_dict())
+        missing, unexpected = sorted(expected - set(state_dict)), sorted(set(state_dict) - expected)
+        if missing or unexpected:
+            raise KeyError(
+                f"{type(self).__name__}: checkpoint does not match this LoRA layout: missing {missing[:5]}"
+                f"{'...' if len(missing) > 5 else ''}, unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}"
+            )
+        self.load_state_dict(state_dict, strict=False)
+
+    def save_pretrained(self, save_directory: str | os.PathLike, *args, **kwargs):
+        """``config.json`` + ``model.safetensors`` with the trainable state only (+ bundled module files)."""
+        kwargs.setdefault("state_dict", self.trainable_state_dict())
+        # transformers asks the CLASS (is_remote_code) whether to copy module files itself, which fails on
+        # package-relative imports; the base class bundles them instead, so hide the class flag meanwhile.
+        cls = type(self)
+        auto_class = cls.__dict__.get("_auto_class")
+        cls._auto_class = None
+        try:
+            return super().save_pretrained(save_directory, *args, **kwargs)
+        finally:
+            cls._auto_class = auto_class
+
+    def save_adapter(self, directory: str | os.PathLike) -> Path:
+        """peft's ``save_pretrained`` of the LoRA adapter (adapter_config.json + adapter_model.safetensors)."""
+        directory = Path(directory)
+        with atomic_directory(directory) as tmp:
+            self.event_encoder.save_pretrained(str(tmp))
+        return directory
+
+    def merged_event_encoder(self) -> nn.Module:
+        """A plain ``CLIPVisionModelWithProjection`` with the LoRA update merged into its weights (a copy)."""
+        return copy.deepcopy(self.event_encoder).merge_and_unload()
+
+    def export_merged(self, directory: str | os.PathLike) -> Path:
+        """Save :meth:`merged_event_encoder` with ``save_pretrained`` (loads without peft or evalign)."""
+        directory = Path(directory)
+        merged = self.merged_event_encoder()
+        with atomic_directory(directory) as tmp:
+            merged.save_pretrained(str(tmp))
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, config=None, clip_model=None, **kwargs):
+        """Rebuild the model (loading the referenced CLIP) and load the saved LoRA weights and logit scale."""
+        from safetensors.torch import load_file
+        from transformers.utils import cached_file
+
+        hub_kwargs = {k: kwargs[k] for k in _HUB_KWARGS if k in kwargs}
+        if config is None:
+            config = cls.config_class.from_pretrained(pretrained_model_name_or_path, **hub_kwargs)
+        model = cls(config, clip_model=clip_model)
+        weights = cached_file(pretrained_model_name_or_path, "model.safetensors", **hub_kwargs)
+        model.load_trainable_state_dict(load_file(weights))
+        dtype = kwargs.get("dtype")
+        if isinstance(dtype, torch.dtype):
+            model.to(dtype)
+        return model.eval()
+
+
+ContrastiveImageAlignmentModel.register_for_auto_class("AutoModel")

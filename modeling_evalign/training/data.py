@@ -1,0 +1,185 @@
+"""Training data for the Accelerate loop: feature directories, DSEC image pairs, and the sharded batch order.
+
+Every dataset item is a dict of tensors named after the model's forward arguments
+(:data:`MODEL_INPUTS`); extra keys (e.g. ``index``) are ignored by the loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset, Subset
+
+from .config import FEATURE_STRATEGIES, TrainConfig
+
+# strategy -> (event input, target input) names of the model's forward
+MODEL_INPUTS: dict[str, tuple[str, str]] = {
+    "lightweight": ("event_features", "target_features"),
+    "contrastive": ("event_features", "target_features"),
+    "contrastive_image": ("event_pixel_values", "pixel_values"),
+}
+
+
+@dataclass
+class TrainData:
+    """Train/validation datasets of one run plus what training_info.json reports about them."""
+
+    train: Dataset
+    val: Dataset | None
+    source: dict[str, Any] = field(default_factory=dict)
+    event_dim: int | None = None
+    target_dim: int | None = None
+
+
+class PairDataset(Dataset):
+    """In-memory pairs ``{event_name: event[i], target_name: target[i], "index": i}`` (equal first dims)."""
+
+    def __init__(self, event: torch.Tensor, target: torch.Tensor, names: Sequence[str] = MODEL_INPUTS["contrastive"]):
+        if event.shape[0] != target.shape[0]:
+            raise ValueError(f"PairDataset: {names[0]} has {event.shape[0]} rows but {names[1]} has {target.shape[0]}")
+        self.event, self.target, self.names = event, target, tuple(names)
+
+    def __len__(self) -> int:
+        return self.event.shape[0]
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return {self.names[0]: self.event[i], self.names[1]: self.target[i], "index": i}
+
+
+class ImagePairDataset(Dataset):
+    """Rows of a ``datasets.Dataset`` (event image + RGB image columns) as CLIP-preprocessed pixel tensors.
+
+    Items: ``event_pixel_values`` and ``pixel_values`` ``[3, image_size, image_size]`` float32 (CLIP mean/std).
+    """
+
+    def __init__(self, hf_dataset, event_column: str, image_column: str, image_size: int):
+        missing = [c for c in (event_column, image_column) if c not in hf_dataset.column_names]
+        if missing:
+            raise KeyError(f"dataset has no column(s) {missing}: columns are {hf_dataset.column_names}")
+        self.ds, self.event_column, self.image_column, self.image_size = hf_dataset, event_column, image_column, image_size
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        import numpy as np
+
+        from ..features.clip_preprocessing import clip_preprocess
+
+        row = self.ds[int(i)]
+        event, image = row[self.event_column], row[self.image_column]
+        if isinstance(event, (list, tuple)):  # EventGPT frames: CEIA uses one image per window; take the last
+            event = event[-1]
+        if not hasattr(event, "convert"):  # CEIA histogram: float [H, W, 3] in [0, 1]
+            event = (np.clip(np.asarray(event, dtype=np.float32), 0.0, 1.0) * 255.0).round().astype(np.uint8)
+        pixels = clip_preprocess([event, image], self.image_size)
+        return {"event_pixel_values": pixels[0], "pixel_values": pixels[1], "index": int(i)}
+
+
+def tail_split(dataset: Dataset, val_fraction: float) -> tuple[Dataset, Dataset]:
+    """Last ``val_fraction`` of the rows as validation, the rest as training.
+
+    A contiguous tail rather than a random split: consecutive DSEC windows overlap in content, so random
+    rows would leak near-duplicates of training samples into validation.
+    """
+    n = len(dataset)
+    n_val = max(1, round(n * val_fraction))
+    if n - n_val < 1:
+        raise ValueError(f"cannot split {n} samples with val_fraction={val_fraction}: nothing left to train on")
+    return Subset(dataset, range(n - n_val)), Subset(dataset, range(n - n_val, n))
+
+
+def load_feature_data(config: TrainConfig) -> TrainData:
+    """Feature directories (``AlignmentDataset.from_directory``) for the feature-level strategies."""
+    from ..data.alignment_dataset import AlignmentDataset
+
+    train = AlignmentDataset.from_directory(config.train_dir)
+    val = AlignmentDataset.from_directory(config.val_dir) if config.val_dir else None
+    if val is not None and (val.event_dim, val.target_dim) != (train.event_dim, train.target_dim):
+        raise ValueError(
+            f"val_dir {config.val_dir} has dims (event {val.event_dim}, target {val.target_dim}) but train_dir "
+            f"{config.train_dir} has (event {train.event_dim}, target {train.target_dim})"
+        )
+    event_dim, target_dim = train.event_dim, train.target_dim
+    if val is None:
+        train, val = tail_split(train, config.val_fraction)
+    source = {"type": "features", "train_dir": config.train_dir, "val_dir": config.val_dir}
+    return TrainData(train, val, source, event_dim, target_dim)
+
+
+# DsecAlignmentBuilder columns used by the image-level strategy: CEIA's histogram image and the RGB frame.
+DSEC_EVENT_COLUMN = "event_histogram"
+DSEC_IMAGE_COLUMN = "rgb"
+
+
+def load_dsec_image_data(config: TrainConfig, duration: str, image_size: int) -> TrainData:
+    """DSEC builder splits (train / validation) of one duration as CLIP-preprocessed image pairs."""
+    from ..data.dsec_builder import DsecAlignmentBuilder
+
+    builder = DsecAlignmentBuilder(config_name=duration, data_dir=config.dsec_data_dir, cache_dir=config.dsec_cache_dir,
+                                   representations=(DSEC_EVENT_COLUMN,))
+    builder.download_and_prepare()
+    splits = set(builder.info.splits or {})
+    train_hf = builder.as_dataset(split="train")
+    val_name = next((s for s in ("validation", "test") if s in splits), None)
+    train = ImagePairDataset(train_hf, DSEC_EVENT_COLUMN, DSEC_IMAGE_COLUMN, image_size)
+    if val_name is None:
+        train, val = tail_split(train, config.val_fraction)
+    else:
+        val = ImagePairDataset(builder.as_dataset(split=val_name), DSEC_EVENT_COLUMN, DSEC_IMAGE_COLUMN, image_size)
+    source = {"type": "dsec", "data_dir": config.dsec_data_dir, "duration": duration, "val_split": val_name or "tail"}
+    return TrainData(train, val, source)
+
+
+def load_data(config: TrainConfig, duration: str | None, image_size: int | None = None) -> TrainData:
+    """The data of one run; ``config`` is already specialised to ``duration``."""
+    if config.strategy in FEATURE_STRATEGIES:
+        if config.train_dir is None:
+            raise ValueError(
+                f"strategy {config.strategy!r} trains on feature directories (train_dir): extract features from "
+                "the DSEC builder first (dataset_scripts/extract_features.py)"
+            )
+        return load_feature_data(config)
+    if config.dsec_data_dir is None:
+        raise ValueError(f"strategy {config.strategy!r} trains on DSEC image pairs: give dsec_data_dir and durations")
+    return load_dsec_image_data(config, duration, image_size)
+
+
+class ShardedBatchSampler:
+    """Global batches of a per-epoch seeded permutation; yields this process's slice of each.
+
+    Global batch ``b`` of epoch ``e`` is ``randperm(n, seed + e)[b*G:(b+1)*G]`` whatever the number of
+    processes, and process ``r`` of ``W`` takes rows ``[r*G/W, (r+1)*G/W)`` of it, so one process and
+    several see the same global batches. The last incomplete batch is dropped (the contrastive loss needs
+    equal batch sizes on every process). ``start_batch`` skips batches already done (resume).
+    """
+
+    def __init__(self, n: int, global_batch: int, rank: int, world: int, seed: int, epoch: int, start_batch: int = 0):
+        if global_batch % world:
+            raise ValueError(f"batch_size={global_batch} must be divisible by the number of processes ({world})")
+        if global_batch > n:
+            raise ValueError(f"batch_size={global_batch} is larger than the training data ({n} samples)")
+        self.n, self.global_batch, self.rank, self.world = n, global_batch, rank, world
+        self.seed, self.epoch, self.start_batch = seed, epoch, start_batch
+
+    def __len__(self) -> int:
+        return self.n // self.global_batch - self.start_batch
+
+    def __iter__(self) -> Iterator[list[int]]:
+        perm = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + self.epoch))
+        local = self.global_batch // self.world
+        for b in range(self.start_batch, self.n // self.global_batch):
+            batch = perm[b * self.global_batch : (b + 1) * self.global_batch]
+            yield batch[self.rank * local : (self.rank + 1) * local].tolist()
+
+
+def shard_indices(n: int, rank: int, world: int) -> tuple[list[int], int]:
+    """Contiguous shard of ``range(n)`` for validation, padded (repeating its last index) to equal length on
+    every process; returns the indices and how many of them are real."""
+    per = -(-n // world)
+    real = list(range(rank * per, min(n, (rank + 1) * per)))
+    pad = real[-1:] if real else [n - 1]
+    return real + pad * (per - len(real)), len(real)
