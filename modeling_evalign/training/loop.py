@@ -118,10 +118,13 @@ def _make_accelerator(config: TrainConfig):
     )
 
 
-def _loader(dataset, batch_sampler, config: TrainConfig):
+def _loader(dataset, batch_sampler, config: TrainConfig, epoch: int):
     from torch.utils.data import DataLoader
 
-    return DataLoader(dataset, batch_sampler=batch_sampler, num_workers=config.num_workers)
+    # Its own generator: a DataLoader iterator otherwise draws its worker base seed from the global torch RNG,
+    # one draw more after a mid-epoch resume than in an uninterrupted run (dropout would then differ).
+    generator = torch.Generator().manual_seed(config.seed + 1_000_003 * (epoch + 1))
+    return DataLoader(dataset, batch_sampler=batch_sampler, num_workers=config.num_workers, generator=generator)
 
 
 @torch.no_grad()
@@ -229,7 +232,7 @@ def train(config: TrainConfig, duration: str | None = None, data: TrainData | No
         while state.epoch < config.num_epochs and not interrupted:
             sampler = ShardedBatchSampler(n_train, config.batch_size, rank, world, config.seed, state.epoch,
                                           start_batch=state.step_in_epoch)
-            for batch in _loader(data.train, sampler, config):
+            for batch in _loader(data.train, sampler, config, state.epoch):
                 inputs = {event_key: batch[event_key].to(accelerator.device),
                           target_key: batch[target_key].to(accelerator.device)}
                 loss = model(**inputs).loss

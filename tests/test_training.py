@@ -1,0 +1,216 @@
+"""Accelerate training loop: exact resume, checkpoint limit/atomicity, metrics, outputs, input errors, SIGTERM."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from modeling_evalign.data.alignment_dataset import AlignmentDataset
+from modeling_evalign.training.checkpointing import (
+    LATEST_NAME,
+    STATE_NAME,
+    TrainerState,
+    find_latest_checkpoint,
+    list_checkpoints,
+)
+from modeling_evalign.training.config import DSEC_DURATIONS, TrainConfig, parse_args
+from modeling_evalign.training.data import ShardedBatchSampler, shard_indices
+from modeling_evalign.training.loop import train
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _feature_dirs(root: Path, n_train: int = 48, n_val: int = 16, event_dim: int = 8, target_dim: int = 6):
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(event_dim, target_dim, generator=g)
+    e = torch.randn(n_train + n_val, event_dim, generator=g)
+    t = e @ w + 0.1 * torch.randn(n_train + n_val, target_dim, generator=g)
+    AlignmentDataset(e[:n_train], t[:n_train]).save_to_directory(root / "train")
+    AlignmentDataset(e[n_train:], t[n_train:]).save_to_directory(root / "val")
+    return root / "train", root / "val"
+
+
+def _config(tmp_path: Path, out: str = "out", **kw) -> TrainConfig:
+    train_dir, val_dir = _feature_dirs(tmp_path) if not (tmp_path / "train").exists() else (
+        tmp_path / "train", tmp_path / "val")
+    base = dict(strategy="lightweight", train_dir=str(train_dir), val_dir=str(val_dir), output_dir=str(tmp_path / out),
+                num_epochs=3, batch_size=16, learning_rate=1e-2, checkpointing_steps=100, cpu=True, seed=3)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+# dropout makes the run depend on the restored RNG state, not only on weights and data order
+STRATEGY_KW = {
+    "lightweight": dict(strategy="lightweight", model_config=["adapter_type=\"mlp\"", "hidden_dim=16", "dropout=0.3"]),
+    "contrastive": dict(strategy="contrastive"),
+}
+
+
+@pytest.mark.parametrize("strategy", sorted(STRATEGY_KW))
+def test_resume_equals_uninterrupted(tmp_path, strategy):
+    full = train(_config(tmp_path, "full", **STRATEGY_KW[strategy]))
+    assert full.global_step == 9 and not full.interrupted
+    # "killed" mid-epoch 1 (step 4 of 9), then resumed from the latest checkpoint in the same output dir
+    part = train(_config(tmp_path, "part", stop_at_step=4, **STRATEGY_KW[strategy]))
+    assert part.interrupted and part.global_step == 4 and part.checkpoint.name == "checkpoint-4"
+    assert not (tmp_path / "part" / "final").exists()
+    resumed = train(_config(tmp_path, "part", resume_from_checkpoint="latest", **STRATEGY_KW[strategy]))
+    assert resumed.global_step == 9
+    assert resumed.losses == full.losses  # bit-identical: same weights, optimizer, schedule, data order, RNG
+    assert resumed.val_metrics == full.val_metrics
+    a = load_file(str(tmp_path / "full" / "final" / "model.safetensors"))
+    b = load_file(str(tmp_path / "part" / "final" / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # and the run did learn something (the comparison is not between two untrained models)
+    assert full.losses[-1] < full.losses[0]
+
+
+def test_checkpoint_limit_and_pointer(tmp_path):
+    result = train(_config(tmp_path, checkpointing_steps=2, checkpoints_total_limit=2))
+    out = Path(result.output_dir)
+    assert [p.name for p in list_checkpoints(out)] == ["checkpoint-6", "checkpoint-8"]
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no partial/trash directories left
+    assert (out / LATEST_NAME).read_text().strip() == "checkpoint-8"
+    state = TrainerState.load(out / "checkpoint-8")
+    assert state.global_step == 8 and state.losses == result.losses[:8] and state.epoch == 2 and state.step_in_epoch == 2
+
+
+def test_half_written_checkpoint_is_ignored(tmp_path):
+    cfg = _config(tmp_path, stop_at_step=3, checkpointing_steps=1)
+    first = train(cfg)
+    out = Path(first.output_dir)
+    # a crash while writing checkpoint-4: the directory exists with weights but without trainer_state.json,
+    # the pointer was (wrongly) moved to it, and a partial temp dir is lying around
+    (out / "checkpoint-4").mkdir()
+    (out / "checkpoint-4" / "model.safetensors").write_bytes((out / "checkpoint-3" / "model.safetensors").read_bytes())
+    (out / ".checkpoint-5.partial").mkdir()
+    (out / LATEST_NAME).write_text("checkpoint-4\n")
+    assert find_latest_checkpoint(out).name == "checkpoint-3"
+    resumed = train(_config(tmp_path, resume_from_checkpoint="latest", checkpointing_steps=1))
+    full = train(_config(tmp_path, "full"))
+    assert resumed.losses == full.losses
+
+
+def test_validation_metrics_match_brute_force(tmp_path):
+    result = train(_config(tmp_path, strategy="contrastive", num_epochs=2))
+    from transformers import AutoModel
+
+    model = AutoModel.from_pretrained(tmp_path / "out" / "final").eval()
+    val = AlignmentDataset.from_directory(tmp_path / "val")
+    with torch.no_grad():
+        aligned = model(event_features=val.event_features).aligned_features.double()
+    target = val.target_features.double()
+    cos = torch.nn.functional.normalize(aligned, dim=-1) @ torch.nn.functional.normalize(target, dim=-1).T
+    hits = sum(int(sum(float(cos[i, j]) >= float(cos[i, i]) for j in range(len(val)) if j != i) == 0)
+               for i in range(len(val)))
+    metrics = result.val_metrics[-1]
+    assert metrics["e2t/R@1"] == pytest.approx(hits / len(val))
+    assert metrics["mse"] == pytest.approx(float(((aligned - target) ** 2).mean()), rel=1e-5)
+    info = json.loads((tmp_path / "out" / "final" / "training_info.json").read_text())
+    assert info["counts"] == {"train": 48, "val": 16}
+    assert info["strategy"] == "contrastive" and info["global_steps"] == 6
+    assert info["final_metrics"] == {k: v for k, v in metrics.items() if k != "epoch"}
+    assert len(info["history"]) == 2 and info["history"][1]["train_loss"] == pytest.approx(sum(result.losses[3:]) / 3)
+    assert {"torch", "transformers", "accelerate"} <= set(info["versions"])
+    assert TrainConfig.load(tmp_path / "out") == _config(tmp_path, strategy="contrastive", num_epochs=2)
+
+
+def test_tensorboard_logging(tmp_path):
+    pytest.importorskip("tensorboard")
+    train(_config(tmp_path, num_epochs=1, log_with="tensorboard"))
+    assert list((tmp_path / "out").rglob("events.out.tfevents.*"))
+
+
+def test_sharded_batches_cover_the_global_batch():
+    one = list(ShardedBatchSampler(50, 12, 0, 1, seed=7, epoch=2))
+    two = [ShardedBatchSampler(50, 12, r, 2, seed=7, epoch=2) for r in range(2)]
+    assert len(one) == 4  # 50 // 12, last partial batch dropped
+    for step, (a, b) in enumerate(zip(*two)):
+        assert a + b == one[step] and len(a) == len(b) == 6
+    assert list(ShardedBatchSampler(50, 12, 0, 1, seed=7, epoch=2, start_batch=3)) == one[3:]
+    assert one != list(ShardedBatchSampler(50, 12, 0, 1, seed=7, epoch=3))  # reshuffled every epoch
+    shards = [shard_indices(10, r, 3) for r in range(3)]
+    assert [s[1] for s in shards] == [4, 4, 2] and all(len(s[0]) == 4 for s in shards)
+    assert sum((s[0][: s[1]] for s in shards), []) == list(range(10))
+
+
+def test_bad_input_errors_before_training(tmp_path):
+    train_dir, val_dir = _feature_dirs(tmp_path)
+    with pytest.raises(ValueError, match="200ms.*20s"):
+        parse_args(["--durations", "3s", "--train_dir", str(train_dir), "--output_dir", str(tmp_path / "o")])
+    with pytest.raises(ValueError, match="strategy.*lightweight"):
+        TrainConfig(strategy="magic", train_dir=str(train_dir))
+    with pytest.raises(ValueError, match="exactly one data source"):
+        TrainConfig(strategy="lightweight")
+    with pytest.raises(FileNotFoundError, match="nope"):
+        train(_config(tmp_path, train_dir=str(tmp_path / "nope")))
+    with pytest.raises(ValueError, match="larger than the training data"):
+        train(_config(tmp_path, batch_size=64))
+    with pytest.raises(ValueError, match="divisible"):
+        ShardedBatchSampler(50, 5, 0, 2, seed=0, epoch=0)
+    with pytest.raises(ValueError, match="model_config"):
+        TrainConfig(train_dir=str(train_dir), model_config=["no_equals_sign"])
+    # a checkpoint written by another strategy
+    train(_config(tmp_path, "lw", stop_at_step=1))
+    with pytest.raises(ValueError, match="strategy='lightweight'"):
+        train(_config(tmp_path, "lw", strategy="contrastive", resume_from_checkpoint="latest"))
+    with pytest.raises(FileNotFoundError, match="not a complete checkpoint"):
+        train(_config(tmp_path, "lw", resume_from_checkpoint=str(tmp_path / "val")))
+    assert not (tmp_path / "o").exists() and not (tmp_path / "out").exists()  # nothing started
+    assert set(DSEC_DURATIONS) == {"200ms", "500ms", "1s", "2s", "4s", "5s", "10s", "20s"}
+
+
+def test_durations_run_one_training_each(tmp_path):
+    for d in ("200ms", "1s"):
+        _feature_dirs(tmp_path / d)
+    from train_accelerate import main
+
+    argv = ["--strategy", "lightweight", "--durations", "200ms", "1s", "--train_dir", str(tmp_path / "{duration}/train"),
+            "--val_dir", str(tmp_path / "{duration}/val"), "--output_dir", str(tmp_path / "runs"), "--num_epochs", "1",
+            "--batch_size", "16", "--cpu"]
+    assert main(argv) == 0
+    for d in ("200ms", "1s"):
+        info = json.loads((tmp_path / "runs" / d / "final" / "training_info.json").read_text())
+        assert info["durations"] == [d] and info["data"]["train_dir"].endswith(f"{d}/train")
+        assert TrainConfig.load(tmp_path / "runs" / d).durations == [d]
+
+
+@pytest.mark.slow
+def test_sigterm_saves_checkpoint_and_resumes(tmp_path):
+    train_dir, val_dir = _feature_dirs(tmp_path)
+    out = tmp_path / "sig"
+    argv = [sys.executable, str(REPO / "train_accelerate.py"), "--strategy", "lightweight", "--train_dir", str(train_dir),
+            "--val_dir", str(val_dir), "--output_dir", str(out), "--num_epochs", "2000", "--batch_size", "16",
+            "--checkpointing_steps", "5", "--checkpoints_total_limit", "2", "--cpu"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env, cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 120
+        for line in proc.stdout:
+            if "checkpoint saved" in line:
+                break
+            assert time.monotonic() < deadline, "no checkpoint marker"
+        proc.send_signal(signal.SIGTERM)
+        rest = proc.stdout.read()
+        assert proc.wait(timeout=60) == 0
+    finally:
+        proc.kill()
+    assert "interrupted (resumable)" in rest
+    latest = find_latest_checkpoint(out)
+    stopped = TrainerState.load(latest)
+    assert 5 <= stopped.global_step < 6000 and (latest / STATE_NAME).is_file()
+    saved = TrainConfig.load(out)
+    assert saved.train_dir == str(train_dir) and saved.num_epochs == 2000  # train_config.json of the killed run
+    resumed = train(dataclasses.replace(saved, resume_from_checkpoint="latest", stop_at_step=stopped.global_step + 2))
+    assert resumed.global_step == stopped.global_step + 2
+    assert resumed.losses[: stopped.global_step] == stopped.losses
