@@ -36,6 +36,7 @@ _LAZY: dict[str, str] = {
     "load_original_checkpoint": "modeling_evalign.reconstruction.checkpoint",
     # training and data
     "ContrastiveAlignmentTrainer": "modeling_evalign.trainer",
+    "TrainingResult": "modeling_evalign.trainer",
     "AlignmentDataset": "modeling_evalign.data.alignment_dataset",
     "DsecAlignmentBuilder": "modeling_evalign.data.dsec_builder",
     # selection
