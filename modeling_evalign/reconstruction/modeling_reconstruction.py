@@ -14,6 +14,7 @@ import os
 from collections.abc import Iterable
 from typing import Any
 
+import numpy as np
 import torch
 
 from ..events.representations import voxel_grid
@@ -134,20 +135,23 @@ class ReconstructionAlignmentModule(EvalignPreTrainedModel):
         self._stream_states = None
 
     def event_steps(self, x, y, t, p, height: int, width: int) -> torch.Tensor:
-        """Voxel grids ``[S, num_bins, height, width]`` of one window split into S steps of
-        ``events_per_step_fraction * height * width`` events (the last step takes the remainder)."""
+        """Voxel grids ``[S, num_bins, height, width]`` of one window split into S = max(1, n // N) steps of
+        N = ``events_per_step_fraction * height * width`` events (the last step also takes the remainder)."""
         num_bins = self.config.event_dim
-        x, y, t, p = (torch.as_tensor(a) for a in (x, y, t, p))
+        if any(isinstance(a, torch.Tensor) for a in (x, y, t, p)):
+            # torch has no min/max for uint16 (DSEC's x/y dtype): widen before voxelising
+            x, y, t, p = (torch.as_tensor(a).to(torch.int64) for a in (x, y, t, p))
+        else:
+            x, y, t, p = (np.asarray(a) for a in (x, y, t, p))
         n = int(x.shape[0])
         per = int(round(self.config.events_per_step_fraction * height * width))
-        bounds = [0, n] if per <= 0 or n <= per else [*range(0, n - per + 1, per), n]
-        if len(bounds) > 2 and bounds[-1] - bounds[-2] < per // 2:
-            bounds.pop(-2)  # fold a short remainder into the previous step
+        # full steps of `per` events; the remainder (< per) joins the last one, so no step is tiny
+        bounds = [0, n] if per <= 0 or n < 2 * per else [*range(0, n - per + 1, per), n]
         grids = [
             voxel_grid(x[a:b], y[a:b], t[a:b], p[a:b], num_bins, height, width, normalize=self.config.voxel_normalize)
             for a, b in zip(bounds[:-1], bounds[1:])
         ]
-        return torch.stack(grids)
+        return torch.stack([torch.as_tensor(g) for g in grids])
 
     @torch.no_grad()
     def encode_window(self, x, y, t, p, height: int, width: int) -> ReconstructionAlignmentOutput:
