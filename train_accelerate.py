@@ -11,6 +11,7 @@ a killed run exactly. All flags: ``python train_accelerate.py --help`` (modeling
 
 from __future__ import annotations
 
+import os
 import sys
 
 
@@ -19,6 +20,8 @@ def main(argv: list[str] | None = None) -> int:
     from modeling_evalign.training.loop import run
 
     results = run(parse_args(argv))
+    if int(os.environ.get("RANK", "0")) != 0:  # one report per launch, from the main process
+        return 0
     for result in results:
         status = "interrupted (resumable)" if result.interrupted else "finished"
         print(f"[evalign] {result.output_dir}: {status} at step {result.global_step}", flush=True)
