@@ -78,7 +78,11 @@ class ContrastiveAlignmentModule(EvalignPreTrainedModel):
 
     def align(self, event_features: torch.Tensor) -> torch.Tensor:
         """``[B, event_dim]`` -> ``[B, target_dim]`` (token inputs ``[B, N, event_dim]`` map token by token)."""
-        if event_features.shape[-1] != self.config.event_dim or event_features.dim() not in (2, 3):
+        if (
+            not isinstance(event_features, torch.Tensor)
+            or event_features.dim() not in (2, 3)
+            or event_features.shape[-1] != self.config.event_dim
+        ):
             self._check_features(event_features, "event_features", self.config.event_dim)
         return self.event_head(event_features)
 

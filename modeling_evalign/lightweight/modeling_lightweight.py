@@ -100,7 +100,11 @@ class LightweightAlignmentModule(EvalignPreTrainedModel):
     def align(self, event_features: torch.Tensor) -> torch.Tensor:
         """Map event features to the target space: ``[B, event_dim]`` -> ``[B, target_dim]``,
         ``[B, N, event_dim]`` -> ``[B, N', target_dim]`` (N' after grid resampling)."""
-        if event_features.shape[-1] != self.config.event_dim or event_features.dim() not in (2, 3):
+        if (
+            not isinstance(event_features, torch.Tensor)
+            or event_features.dim() not in (2, 3)
+            or event_features.shape[-1] != self.config.event_dim
+        ):
             self._check_features(event_features, "event_features", self.config.event_dim)
         x = self._resample(event_features)
         if x.dim() == 2:
