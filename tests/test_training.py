@@ -214,3 +214,26 @@ def test_sigterm_saves_checkpoint_and_resumes(tmp_path):
     resumed = train(dataclasses.replace(saved, resume_from_checkpoint="latest", stop_at_step=stopped.global_step + 2))
     assert resumed.global_step == stopped.global_step + 2
     assert resumed.losses[: stopped.global_step] == stopped.losses
+
+
+@pytest.mark.slow
+def test_dsec_image_pairs_end_to_end(tmp_path_factory, tmp_path):
+    """run_egpt_dsec_alignment on a tiny synthetic DSEC tree: builder -> CEIA histogram/RGB pairs -> LoRA run."""
+    from dsec_tree import synthetic_tree
+    from transformers import CLIPModel
+
+    from modeling_evalign.tiny_models import tiny_clip_config
+    from run_egpt_dsec_alignment import main
+
+    tree = synthetic_tree(tmp_path_factory)
+    CLIPModel(tiny_clip_config()).save_pretrained(tmp_path / "clip")
+    argv = ["--strategy", "contrastive_image", "--dsec_data_dir", str(tree), "--durations", "500ms",
+            "--dsec_cache_dir", str(tmp_path / "cache"), "--clip_model", str(tmp_path / "clip"), "--lora_r", "2",
+            "--num_epochs", "1", "--batch_size", "4", "--output_dir", str(tmp_path / "runs"), "--cpu"]
+    assert main(argv) == 0
+    info = json.loads((tmp_path / "runs" / "500ms" / "final" / "training_info.json").read_text())
+    # 2 sequences x 3 s of 500 ms windows (minus the tails the window rule drops), split between train and val
+    assert info["data"]["type"] == "dsec" and info["durations"] == ["500ms"]
+    total = info["counts"]["train"] + info["counts"]["val"]
+    assert 8 <= total <= 12 and info["global_steps"] == info["counts"]["train"] // 4
+    assert (tmp_path / "runs" / "500ms" / "final" / "adapter" / "adapter_config.json").is_file()
