@@ -12,6 +12,7 @@ STRATEGIES: list[tuple[str, str, str, str]] = [
     ("lightweight.configuration_lightweight", "LightweightAlignmentConfig", "lightweight.modeling_lightweight", "LightweightAlignmentModule"),
     ("contrastive.configuration_contrastive", "ContrastiveAlignmentConfig", "contrastive.modeling_contrastive", "ContrastiveAlignmentModule"),
     ("contrastive.configuration_contrastive_image", "ContrastiveImageAlignmentConfig", "contrastive.modeling_contrastive_image", "ContrastiveImageAlignmentModel"),
+    ("triple_modal.configuration_triple_modal", "TripleModalAlignmentConfig", "triple_modal.modeling_triple_modal", "TripleModalAlignmentModule"),
 ]
 
 _registered = False

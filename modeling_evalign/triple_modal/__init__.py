@@ -1,0 +1,1 @@
+"""Triple-modal (EventBind/E-CLIP) strategy (import from the module files; this package file stays empty)."""
