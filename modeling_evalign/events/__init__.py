@@ -14,6 +14,20 @@ _LAZY: dict[str, str] = {
     "count_frames": "representations",
     "event_histogram_image": "representations",
     "check_events": "validation",
+    "DsecEventReader": "dsec_reader",
+    "DsecSequence": "dsec_reader",
+    "EventWindow": "dsec_reader",
+    "DsecEventWriter": "dsec_writer",
+    "EventSimulator": "simulator",
+    "Events": "simulator",
+    "simulate_adaptive": "simulator",
+    "CameraMotion": "scenes",
+    "PhotoScene": "scenes",
+    "PHOTOS": "scenes",
+    "load_photo": "scenes",
+    "SyntheticDsecOptions": "synthetic_dsec",
+    "write_synthetic_dsec": "synthetic_dsec",
+    "write_synthetic_sequence": "synthetic_dsec",
 }
 
 __all__ = sorted(_LAZY)

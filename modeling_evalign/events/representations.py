@@ -197,7 +197,9 @@ def count_frames(x, y, t, p, height: int, width: int, num_frames: int = 1, split
     if use_torch:
         out = torch.zeros(size, dtype=torch.float32, device=x.device)
         if n:
-            frame = _frame_by_time(t, num_frames, True) if split == "time" else _frame_of_event(n, num_frames, x)
+            frame = (
+                _frame_by_time(t, num_frames, True) if split == "time" else _frame_of_event(n, num_frames, x)
+            )
             idx = (frame * 2 + p.to(torch.int64)) * hw + y.to(torch.int64) * width + x.to(torch.int64)
             out = torch.bincount(idx, minlength=size).to(torch.float32)
         return out.view(num_frames, 2, height, width)

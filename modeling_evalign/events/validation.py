@@ -64,8 +64,12 @@ def check_events(x: Any, y: Any, t: Any, p: Any, height: int, width: int) -> boo
         if n is None:
             n = a.shape[0]
         elif a.shape[0] != n:
-            raise ValueError(f"x, y, t, p must have one length, got {[int(v.shape[0]) for v in arrays.values()]}")
-        is_int = (not a.dtype.is_floating_point and not a.dtype.is_complex) if use_torch else a.dtype.kind in "uib"
+            raise ValueError(
+                f"x, y, t, p must have one length, got {[int(v.shape[0]) for v in arrays.values()]}"
+            )
+        is_int = (
+            (not a.dtype.is_floating_point and not a.dtype.is_complex) if use_torch else a.dtype.kind in "uib"
+        )
         if name != "t" and not is_int:
             raise TypeError(f"{name} must hold integers, got dtype {a.dtype}")
     if n == 0:

@@ -1,0 +1,46 @@
+"""DSEC file layout and dtypes, shared by the reader and the writer (uzh-rpg/DSEC, MIT).
+
+A sequence directory::
+
+    <seq>/events/left/events.h5         /events/{x,y} uint16, /events/p uint8, /events/t uint32 (µs),
+                                        /ms_to_idx uint64, /t_offset int64 (scalar or shape (1,))
+    <seq>/events/left/rectify_map.h5    /rectify_map float32 [height, width, 2]
+    <seq>/images/left/rectified/000000.png ...   (20 Hz)
+    <seq>/images/timestamps.txt         one image-clock timestamp (µs) per line
+
+``t + t_offset`` is the image clock. ``ms_to_idx[ms]`` is the index of the first event with
+``t >= ms * 1000``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+EVENT_DTYPES: dict[str, np.dtype] = {
+    "events/x": np.dtype(np.uint16),
+    "events/y": np.dtype(np.uint16),
+    "events/p": np.dtype(np.uint8),
+    "events/t": np.dtype(np.uint32),
+}
+MS_TO_IDX = "ms_to_idx"
+T_OFFSET = "t_offset"
+RECTIFY_MAP = "rectify_map"
+
+EVENTS_FILE = Path("events/left/events.h5")
+RECTIFY_MAP_FILE = Path("events/left/rectify_map.h5")
+IMAGES_DIR = Path("images/left/rectified")
+TIMESTAMPS_FILE = Path("images/timestamps.txt")
+IMAGE_NAME = "{:06d}.png"
+
+# DSEC's event camera; used only when neither a rectify map nor an explicit size is given
+DSEC_SENSOR_HEIGHT = 480
+DSEC_SENSOR_WIDTH = 640
+
+
+def blosc_zstd(clevel: int = 1):
+    """hdf5plugin's Blosc filter with zstd and byte shuffle (what DSEC uses)."""
+    import hdf5plugin
+
+    return hdf5plugin.Blosc(cname="zstd", clevel=clevel, shuffle=hdf5plugin.Blosc.SHUFFLE)
