@@ -71,7 +71,7 @@ def export_dsec(
     if max_rows_per_shard < 1:
         raise ValueError(f"max_rows_per_shard must be >= 1, got {max_rows_per_shard}")
     result = ExportResult(output_dir=Path(output_dir))
-    configs, table, split_sequences, info = [], [], {}, None
+    configs, table, split_sequences, first = [], [], {}, None
     with atomic_directory(output_dir) as tmp:
         for d in durations:
             builder = DsecAlignmentBuilder(
@@ -81,9 +81,11 @@ def export_dsec(
                 **config_kwargs,
             )
             builder.download_and_prepare(num_proc=num_proc)
-            info = info or (builder, d)
+            first = first or builder
             data_files, counts = [], {}
             for split in builder.info.splits:
+                if builder.info.splits[split].num_examples == 0:
+                    continue  # e.g. recordings shorter than the window: datasets cannot open an empty split
                 ds = builder.as_dataset(split=split)
                 counts[split] = len(ds)
                 n = max(1, math.ceil(len(ds) / max_rows_per_shard))
@@ -94,21 +96,34 @@ def export_dsec(
                     result.files.append(rel)
                 data_files.append({"split": split, "path": f"data/{d}/{split}-*.parquet"})
                 split_sequences.setdefault(split, sorted(set(ds["sequence"])))
+            if not data_files:
+                raise ValueError(f"duration {d}: no window fits in the recordings under {str(data_dir)!r}")
             entry = {"config_name": d, "data_files": data_files}
             if d == "1s" or (d == durations[0] and "1s" not in durations):
                 entry["default"] = True
             configs.append(entry)
             table.append({"name": d, "window_ms": duration_us(d) // 1000, "counts": counts})
             result.counts[d] = counts
-        _write_card(tmp, configs, table, split_sequences, info[0], repo_id, source_description)
+        _write_card(tmp, configs, table, split_sequences, first, repo_id, source_description)
     return result
+
+
+def _type_name(feature) -> str:
+    """Readable type of a datasets feature for the card's field table."""
+    kind = getattr(feature, "_type", type(feature).__name__)
+    if kind.startswith("Array"):
+        return f"{feature.dtype} {list(feature.shape)}"
+    if kind == "List":
+        size = f" x {feature.length}" if feature.length and feature.length > 0 else ""
+        return f"list of {_type_name(feature.feature)}{size}"
+    return str(feature.dtype) if kind == "Value" else kind.lower()
 
 
 def _write_card(tmp: Path, configs, table, split_sequences, builder, repo_id, source_description) -> None:
     from huggingface_hub import DatasetCard, DatasetCardData
 
     from ..hub_templates import template_path
-    from .windows import __doc__ as windows_doc
+    from .windows import SPLIT_RULE
 
     cfg = builder.config
     card_data = DatasetCardData(
@@ -120,10 +135,9 @@ def _write_card(tmp: Path, configs, table, split_sequences, builder, repo_id, so
     )
     features = builder.info.features
     fields = [
-        {"name": k, "type": type(v).__name__, "meaning": _FIELD_MEANINGS.get(k, "")}
+        {"name": k, "type": _type_name(v), "meaning": _FIELD_MEANINGS.get(k, "")}
         for k, v in features.items()
     ]
-    split_rule = windows_doc.split("Split rule")[1].split("\n\n")[0].lstrip(" (").replace("\n", " ")
     default = next(c["config_name"] for c in configs if c.get("default"))
     card = DatasetCard.from_template(
         card_data,
@@ -139,7 +153,8 @@ def _write_card(tmp: Path, configs, table, split_sequences, builder, repo_id, so
         sensor_height=builder.sensor_size()[0],
         sensor_width=builder.sensor_size()[1],
         num_frames=cfg.num_frames,
-        split_rule="Split rule " + split_rule,
+        split_rule=SPLIT_RULE + f" Here val_fraction={cfg.val_fraction}, test_fraction={cfg.test_fraction}, "
+        f"split_seed={cfg.split_seed}.",
         split_sequences=split_sequences,
         license_note=(
             "DSEC (https://dsec.ifi.uzh.ch/) is released under CC BY-SA 4.0; synthetic trees made with "

@@ -41,6 +41,11 @@ DURATIONS_US: dict[str, int] = {
     "20s": 20_000_000,
 }
 SPLIT_NAMES = ("train", "validation", "test")
+SPLIT_RULE = (
+    "Splits are made by sequence, so no window of a sequence is in two splits: the sequence names are "
+    "sorted and permuted with numpy.random.default_rng(split_seed); the first floor(n * test_fraction + 0.5) "
+    "go to test, the next floor(n * val_fraction + 0.5) to validation, the rest to train."
+)
 
 
 def duration_us(name: str) -> int:
