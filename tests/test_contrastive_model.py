@@ -119,6 +119,8 @@ def test_bad_inputs_name_the_argument():
         model(torch.randn(3, 6), torch.randn(3, 6))
     with pytest.raises(ValueError, match="target_features has batch 2: expected 3"):
         model(torch.randn(3, 6), torch.randn(2, 5))
+    with pytest.raises(TypeError, match="target_feature"):  # a typo is not silently ignored
+        model(event_features=torch.randn(3, 6), target_feature=torch.randn(3, 5))
 
 
 @pytest.mark.parametrize("kwargs", [{}, {"learnable_temperature": False, "use_target_head": True,

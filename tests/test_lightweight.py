@@ -178,16 +178,19 @@ def test_fit_closed_form_tokens_mlp_and_errors():
     cfg = LightweightAlignmentConfig(event_dim=4, target_dim=3, adapter_type="mlp", hidden_dim=2,
                                      source_grid=[4, 4], target_grid=[2, 2], keep_cls_token=True)
     model = LightweightAlignmentModule(cfg).double()
+    model._FIT_CHUNK_ROWS = 40  # 2 samples of 17 tokens per chunk: the moments are accumulated over 3 chunks
     x = torch.randn(6, 17, 4, dtype=torch.float64)
-    y = torch.randn(6, 5, 3, dtype=torch.float64)
+    y = torch.randn(6, 5, 3, dtype=torch.float64) + 5
     fit = model.fit_closed_form(x, y, ridge=0.1)
     rows = resample_token_grid(x, (4, 4), (2, 2)).reshape(-1, 4).numpy()
     w, b = _augmented_lstsq(rows, y.reshape(-1, 3).numpy(), 0.1)
     np.testing.assert_allclose(fit.weight.numpy(), w.T, atol=1e-8)
     # the residual branch is zeroed, so the model now predicts exactly the ridge fit
     np.testing.assert_allclose(model(x).aligned_features.reshape(-1, 3).detach().numpy(), rows @ w + b, atol=1e-10)
-    with pytest.raises(ValueError, match="target_features gives 24 rows but event_features gives 30"):
+    with pytest.raises(ValueError, match="target_features gives 8 rows but event_features gives 10 .after token-grid resampling. for samples 0..1"):
         model.fit_closed_form(x, y[:, :4], ridge=0.1)
+    with pytest.raises(ValueError, match="target_features has 5 samples but event_features has 6"):
+        model.fit_closed_form(x, y[:5], ridge=0.1)
     with pytest.raises(ValueError, match="ridge=-1"):
         model.fit_closed_form(x, y, ridge=-1)
     same = LightweightAlignmentModule(LightweightAlignmentConfig(event_dim=3, target_dim=3, adapter_type="mlp"))

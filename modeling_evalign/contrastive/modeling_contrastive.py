@@ -73,7 +73,7 @@ class ContrastiveAlignmentModule(EvalignPreTrainedModel):
             init.constant_(self.logit_scale, math.log(1.0 / self.config.temperature))
 
     def clamped_logit_scale(self) -> torch.Tensor:
-        """``exp(min(logit_scale, ln max_logit_scale))``, shape ``()``."""
+        """``exp(min(logit_scale, ln max_logit_scale))``, shape ``()`` (no gradient above the cap)."""
         return self.logit_scale.clamp(max=math.log(self.config.max_logit_scale)).exp()
 
     def align(self, event_features: torch.Tensor) -> torch.Tensor:
@@ -95,10 +95,15 @@ class ContrastiveAlignmentModule(EvalignPreTrainedModel):
         self,
         event_features: torch.Tensor,
         target_features: torch.Tensor | None = None,
-        **kwargs,
+        gather_across_processes: bool | None = None,
     ) -> ContrastiveAlignmentOutput:
         """``aligned_features`` in the target space; with ``target_features`` (``[B, target_dim]`` or
-        ``[B, M, target_dim]``, same batch) also ``loss = contrastive_weight * InfoNCE + mse_weight * MSE``."""
+        ``[B, M, target_dim]``, same batch) also ``loss = contrastive_weight * InfoNCE + mse_weight * MSE``.
+
+        ``gather_across_processes`` (default: ``self.training``): use every process's batch as negatives
+        when torch.distributed runs with several processes. It is a collective call, so it is off in eval
+        mode by default: an evaluation that runs on one rank only must not wait for the others.
+        """
         cfg = self.config
         aligned = self.align(event_features)
         scale = self.clamped_logit_scale()
@@ -114,7 +119,8 @@ class ContrastiveAlignmentModule(EvalignPreTrainedModel):
         tg = self._pool(target_features)
         if self.target_head is not None:
             tg = self.target_head(tg)
-        contrastive = symmetric_info_nce(ev, tg, scale)
+        gather = self.training if gather_across_processes is None else gather_across_processes
+        contrastive = symmetric_info_nce(ev, tg, scale, gather=gather)
         with torch.no_grad():
             logits = scale * F.normalize(ev, dim=-1) @ F.normalize(tg, dim=-1).T
         loss = cfg.contrastive_weight * contrastive

@@ -116,7 +116,6 @@ class LightweightAlignmentModule(EvalignPreTrainedModel):
         self,
         event_features: torch.Tensor,
         target_features: torch.Tensor | None = None,
-        **kwargs,
     ) -> AlignmentOutput:
         """``aligned_features`` in the target space; with ``target_features`` (same shape as the aligned
         features) also ``loss = mse_weight * MSE + cosine_weight * mean(1 - cos)``."""
@@ -139,26 +138,59 @@ class LightweightAlignmentModule(EvalignPreTrainedModel):
         return AlignmentOutput(loss=loss, aligned_features=aligned, mse_loss=mse, cosine_loss=cos)
 
     # -- fitting from data --------------------------------------------------------------------------
-    def _rows(self, event_features: torch.Tensor, name: str = "event_features") -> torch.Tensor:
-        self._check_features(event_features, name, self.config.event_dim)
-        x = self._resample(event_features)
-        return x.reshape(-1, x.shape[-1])
+    # Both fits accumulate float64 moments over chunks of samples, so memory stays O(D^2) even for
+    # thousands of token-level samples (5K x 257 x 1024 rows would need ~10 GB as one float64 matrix).
+    def _row_chunks(self, event_features: torch.Tensor, target_features: torch.Tensor | None, whiten: bool):
+        """Yield float64 CPU row blocks ``(x [M, event_dim], y [M, target_dim] | None)`` as the adapter sees them."""
+        cfg = self.config
+        self._check_features(event_features, "event_features", cfg.event_dim)
+        if target_features is not None:
+            self._check_features(target_features, "target_features", cfg.target_dim)
+            if target_features.shape[0] != event_features.shape[0]:
+                raise ValueError(
+                    f"target_features has {target_features.shape[0]} samples but event_features has "
+                    f"{event_features.shape[0]}: expected one target per event sample"
+                )
+        tokens = event_features.shape[1] if event_features.dim() == 3 else 1
+        step = max(1, self._FIT_CHUNK_ROWS // tokens)
+        for start in range(0, event_features.shape[0], step):
+            x_chunk = event_features[start:start + step]
+            x = self._resample(x_chunk).reshape(-1, cfg.event_dim)
+            if whiten:
+                x = (x - self.whitening_mean) @ self.whitening_matrix
+            y = None
+            if target_features is not None:
+                y = target_features[start:start + step].reshape(-1, cfg.target_dim)
+                if y.shape[0] != x.shape[0]:
+                    raise ValueError(
+                        f"target_features gives {y.shape[0]} rows but event_features gives {x.shape[0]} "
+                        f"(after token-grid resampling) for samples {start}..{start + len(x_chunk) - 1}: expected equal counts"
+                    )
+                y = y.double().cpu()
+            yield x.double().cpu(), y
+
+    _FIT_CHUNK_ROWS = 65536
 
     @torch.no_grad()
     def fit_whitening(self, event_features: torch.Tensor) -> None:
         """Fit the ZCA whitening buffers from ``[B, event_dim]`` or ``[B, N, event_dim]`` features (float64).
 
-        ``W = V diag(1 / sqrt(lambda + whitening_eps)) V^T`` from the covariance eigendecomposition.
+        ``W = V diag(1 / sqrt(lambda + whitening_eps)) V^T`` from the eigendecomposition of the sample
+        covariance (divisor n - 1) of the rows the adapter sees (after grid resampling).
         Raises ValueError when whitening is off in the config or there are fewer than 2 rows.
         """
         if not self.config.use_whitening:
             raise ValueError("fit_whitening needs a config with use_whitening=True")
-        x = self._rows(event_features).double().cpu()
-        if x.shape[0] < 2:
-            raise ValueError(f"fit_whitening needs at least 2 feature rows, got {x.shape[0]}")
-        mean = x.mean(0)
-        xc = x - mean
-        cov = xc.T @ xc / (x.shape[0] - 1)
+        d = self.config.event_dim
+        n, total, gram = 0, torch.zeros(d, dtype=torch.float64), torch.zeros(d, d, dtype=torch.float64)
+        for x, _ in self._row_chunks(event_features, None, whiten=False):
+            n += x.shape[0]
+            total += x.sum(0)
+            gram += x.T @ x
+        if n < 2:
+            raise ValueError(f"fit_whitening needs at least 2 feature rows, got {n}")
+        mean = total / n
+        cov = (gram - n * torch.outer(mean, mean)) / (n - 1)
         evals, evecs = torch.linalg.eigh(cov)
         w = evecs @ torch.diag((evals.clamp(min=0) + self.config.whitening_eps).rsqrt()) @ evecs.T
         self.whitening_mean.copy_(mean.to(self.whitening_mean))
@@ -172,39 +204,44 @@ class LightweightAlignmentModule(EvalignPreTrainedModel):
         into the adapter as a warm start (or an instant baseline).
 
         Centred, so the bias is not penalised: ``W = (Xc^T Xc + ridge I)^-1 Xc^T Yc``,
-        ``b = mean(Y) - mean(X) W``. Token inputs are treated as rows (target token count must match
+        ``b = mean(Y) - mean(X) W``. Token inputs are treated as rows (the target token count must match
         the resampled event tokens). For the "mlp" adapter the fit goes into the skip projection and the
         residual branch is zeroed, so the model output equals the ridge prediction; with an identity skip
         (equal widths) there is no linear layer to hold it and a ValueError is raised.
         """
         cfg = self.config
-        if ridge < 0:
+        if not ridge >= 0:
             raise ValueError(f"ridge={ridge} is invalid: expected >= 0")
         if cfg.adapter_type == "mlp" and self.skip is None:
             raise ValueError(
                 "fit_closed_form needs a linear layer to write into: adapter_type='linear', or 'mlp' with "
                 f"event_dim != target_dim (here both are {cfg.event_dim})"
             )
-        x = self._rows(event_features)
-        if cfg.use_whitening:
-            x = (x - self.whitening_mean) @ self.whitening_matrix
-        self._check_features(target_features, "target_features", cfg.target_dim)
-        y = target_features.reshape(-1, cfg.target_dim)
-        if y.shape[0] != x.shape[0]:
-            raise ValueError(
-                f"target_features gives {y.shape[0]} rows but event_features gives {x.shape[0]} "
-                "(after token-grid resampling): expected equal counts"
-            )
-        x, y = x.double().cpu(), y.double().cpu()
-        mx, my = x.mean(0), y.mean(0)
-        xc, yc = x - mx, y - my
-        gram = xc.T @ xc
+        dx, dy = cfg.event_dim, cfg.target_dim
+        f64 = torch.float64
+        n, sx, sy = 0, torch.zeros(dx, dtype=f64), torch.zeros(dy, dtype=f64)
+        xx, xy, yy = torch.zeros(dx, dx, dtype=f64), torch.zeros(dx, dy, dtype=f64), torch.zeros(dy, dtype=f64)
+        for x, y in self._row_chunks(event_features, target_features, whiten=cfg.use_whitening):
+            n += x.shape[0]
+            sx += x.sum(0)
+            sy += y.sum(0)
+            xx += x.T @ x
+            xy += x.T @ y
+            yy += (y * y).sum(0)
+        if n < 2:
+            raise ValueError(f"fit_closed_form needs at least 2 rows, got {n}")
+        mx, my = sx / n, sy / n
+        gram = xx - n * torch.outer(mx, mx)
+        cross = xy - n * torch.outer(mx, my)
         if ridge > 0:
-            w = torch.linalg.solve(gram + ridge * torch.eye(gram.shape[0], dtype=gram.dtype), xc.T @ yc)
+            w = torch.linalg.solve(gram + ridge * torch.eye(dx, dtype=f64), cross)
         else:
-            w = torch.linalg.lstsq(xc, yc).solution
+            w = torch.linalg.pinv(gram, hermitian=True) @ cross
         b = my - mx @ w
-        mse = float(((x @ w + b - y) ** 2).mean())
+        # training MSE from the moments: mean over rows and columns of (Xc W - Yc)^2
+        yc_sq = yy - n * my * my
+        sse = yc_sq.sum() - 2 * (w * cross).sum() + (w * (gram @ w)).sum()
+        mse = float(sse.clamp(min=0) / (n * dy))
         layer = self.proj if cfg.adapter_type == "linear" else self.skip
         layer.weight.copy_(w.T.to(layer.weight))
         layer.bias.copy_(b.to(layer.bias))
