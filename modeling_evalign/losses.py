@@ -95,8 +95,11 @@ class ClipLoss(nn.Module):
         """``exp(min(logit_scale_log, ln max_logit_scale))`` (gradient stops above the cap)."""
         return logit_scale_log.clamp(max=self.max_log_scale).exp()
 
-    def forward(self, event_embeddings, target_embeddings, logit_scale_log):
-        return symmetric_info_nce(event_embeddings, target_embeddings, self.scale(logit_scale_log), gather=self.gather)
+    def forward(self, event_embeddings, target_embeddings, logit_scale_log, gather: bool | None = None):
+        """``gather`` overrides the constructor's choice for this call (e.g. off for a one-rank evaluation:
+        the gather is a collective that would wait for the other processes)."""
+        gather = self.gather if gather is None else gather
+        return symmetric_info_nce(event_embeddings, target_embeddings, self.scale(logit_scale_log), gather=gather)
 
 
 def mse_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -28,6 +28,7 @@ class LightweightAlignmentConfig(EvalignConfig):
             inputs ``[B, N, D]`` are mapped token by token without resampling.
         has_cls_token: token 0 of token-level inputs is a CLS token (never interpolated).
         keep_cls_token: keep the CLS token in the output (Video-LLaVA: kept for video, dropped for images).
+            Needs the grids; set them equal (e.g. ``[16, 16]`` twice) to drop CLS without resampling.
         resample_mode: interpolation of the patch grid: one of bilinear, bicubic, area, nearest.
         mse_weight, cosine_weight: loss = mse_weight * MSE + cosine_weight * mean(1 - cos).
         initializer_range: std of the normal init of linear weights (biases start at zero).
