@@ -179,3 +179,66 @@ def test_bad_inputs(tmp_path):
         bad = _examples(2)
         bad[1]["eventgpt_frames"] = bad[1]["eventgpt_frames"][:2]
         extract_features(bad, tmp_path / "b", model, progress=False)
+
+
+def test_script_on_builder_output(tmp_path_factory, tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    from dsec_tree import synthetic_tree
+
+    from modeling_evalign.data.alignment_dataset import AlignmentDataset
+    from modeling_evalign.data.dsec_builder import DsecAlignmentBuilder
+    from modeling_evalign.features.extraction import encode_events, encode_targets
+
+    tree = synthetic_tree(tmp_path_factory)
+    script = Path(__file__).resolve().parents[1] / "dataset_scripts" / "extract_features.py"
+    spec = importlib.util.spec_from_file_location("extract_features_script", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    args = [
+        "--data-dir",
+        str(tree),
+        "--duration",
+        "500ms",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--out",
+        str(tmp_path / "feat"),
+        "--event-model",
+        "tiny",
+        "--event-pooling",
+        "tokens",
+        "--target-tokens",
+        "patch",
+        "--val-fraction",
+        "0.5",
+        "--test-fraction",
+        "0",
+        "--shard-size",
+        "4",
+    ]
+    results = module.main(args)
+    assert sorted(results) == ["train", "validation"]
+    builder = DsecAlignmentBuilder(
+        config_name="500ms",
+        data_dir=str(tree),
+        cache_dir=str(tmp_path / "cache"),
+        val_fraction=0.5,
+        test_fraction=0.0,
+    )
+    model = tiny_clip_vision()
+    opts = ExtractionOptions(event_pooling="tokens", target_tokens="patch")
+    for split in ("train", "validation"):
+        rows = builder.as_dataset(split=split)
+        feats = AlignmentDataset.from_directory(tmp_path / "feat" / split)
+        assert len(feats) == len(rows) == 6
+        assert [s["sequence"] for s in feats.samples] == rows["sequence"]
+        assert [s["window_start_us"] for s in feats.samples] == rows["window_start_us"]
+        with torch.no_grad():
+            ev = encode_events(model, [rows[5]["eventgpt_frames"]], opts)[0]
+            tg = encode_targets(model, [rows[5]["rgb"]], opts)[0]
+        torch.testing.assert_close(feats[5]["event_features"], ev, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(feats[5]["target_features"], tg, atol=1e-5, rtol=1e-5)
+    assert tuple(feats[0]["event_features"].shape) == (5 + 17, 64)
+    assert tuple(feats[0]["target_features"].shape) == (16, 64)

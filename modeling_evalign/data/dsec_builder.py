@@ -99,6 +99,19 @@ class DsecAlignmentBuilder(datasets.GeneratorBasedBuilder):
     ]
     DEFAULT_CONFIG_NAME = "1s"
 
+    def __init__(self, *args, config_name: str | None = None, **kwargs):
+        # Overrides equal to the named config's values are dropped (and representations made a tuple), so
+        # equal settings share one cache directory however they were spelled.
+        base = self.builder_configs.get(config_name or self.DEFAULT_CONFIG_NAME)
+        if "representations" in kwargs and kwargs["representations"] is not None:
+            kwargs["representations"] = tuple(kwargs["representations"])
+        if base is not None:
+            own = set(DsecAlignmentConfig.__dataclass_fields__) - set(
+                datasets.BuilderConfig.__dataclass_fields__
+            )
+            kwargs = {k: v for k, v in kwargs.items() if not (k in own and getattr(base, k) == v)}
+        super().__init__(*args, config_name=config_name, **kwargs)
+
     def _check_config(self) -> None:
         cfg = self.config
         reps = tuple(cfg.representations)
