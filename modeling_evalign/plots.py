@@ -164,7 +164,10 @@ def embed_2d(features: np.ndarray, *, method: str = "tsne", seed: int = 0, perpl
         from sklearn.manifold import TSNE
 
         perplexity = min(perplexity, (x.shape[0] - 1) / 3)
-        return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(x)
+        # exact gradients for small N: as fast, deterministic, and no OpenMP thread spin-up
+        method_ = "exact" if x.shape[0] <= 300 else "barnes_hut"
+        tsne = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed, method=method_)
+        return tsne.fit_transform(x)
     if method == "umap":
         try:
             import umap
@@ -240,3 +243,36 @@ def _json_floats(x) -> Any:
     return [None if not math.isfinite(v) else float(v) for v in arr.ravel()] if arr.ndim == 1 else [
         _json_floats(row) for row in arr
     ]
+
+
+def _as_array(x) -> np.ndarray:
+    if hasattr(x, "detach"):  # torch tensor
+        x = x.detach().cpu().double().numpy()
+    return np.asarray(x, dtype=np.float64)
+
+
+def _pca(x: np.ndarray, k: int) -> np.ndarray:
+    xc = x - x.mean(0)
+    _, _, vt = np.linalg.svd(xc, full_matrices=False)
+    return xc @ vt[:k].T
+
+
+def before_after_panels(
+    event_features, target_features, aligned_features
+) -> dict[str, dict[str, np.ndarray]]:
+    """Panels for :func:`plot_feature_space`: raw event vs target features, then aligned vs target.
+
+    Before alignment the two modalities have no shared space (often not even the same width): each is
+    reduced separately to ``k = min(De, Dt, N)`` PCA components, so the "before" panel shows the
+    modality gap, not a meaningful joint geometry. Inputs are ``[N, D]`` arrays or tensors.
+    """
+    ev, tg, al = (_as_array(t) for t in (event_features, target_features, aligned_features))
+    if not (ev.ndim == tg.ndim == al.ndim == 2) or not (ev.shape[0] == tg.shape[0] == al.shape[0]):
+        raise ValueError(
+            f"event {ev.shape}, target {tg.shape}, aligned {al.shape}: expected [N, D] arrays with the same N"
+        )
+    if al.shape[1] != tg.shape[1]:
+        raise ValueError(f"aligned features have width {al.shape[1]}: expected the target width {tg.shape[1]}")
+    k = min(ev.shape[1], tg.shape[1], ev.shape[0])
+    before = {"event": ev, "target": tg} if ev.shape[1] == tg.shape[1] else {"event": _pca(ev, k), "target": _pca(tg, k)}
+    return {"before alignment": before, "after alignment": {"event": al, "target": tg}}

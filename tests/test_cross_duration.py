@@ -1,0 +1,94 @@
+"""Cross-duration matrix: train on one duration, evaluate on all; tables, JSON and heatmap agree."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from modeling_evalign.cross_duration import cross_duration_matrix, ridge_fitter, write_cross_duration_report
+from modeling_evalign.data.alignment_dataset import AlignmentDataset
+from modeling_evalign.plots import data_path
+
+
+def _write(path, weight, n=40, seed=0, noise=0.05):
+    g = torch.Generator().manual_seed(seed)
+    ev = torch.randn(n, weight.shape[0], generator=g)
+    tg = ev @ weight + noise * torch.randn(n, weight.shape[1], generator=g)
+    samples = [{"sequence": f"seq{i // 10}"} for i in range(n)]
+    return AlignmentDataset(ev, tg, samples).save_to_directory(path)
+
+
+@pytest.fixture
+def dirs(tmp_path):
+    g = torch.Generator().manual_seed(42)
+    w_short, w_long = torch.randn(8, 6, generator=g), torch.randn(8, 6, generator=g)
+    # 200ms and 1s share the event -> target map; 20s follows another one
+    return {
+        "200ms": _write(tmp_path / "200ms", w_short, seed=1),
+        "1s": _write(tmp_path / "1s", w_short, seed=2),
+        "20s": _write(tmp_path / "20s", w_long, seed=3),
+    }
+
+
+def _r1_by_hand(query: np.ndarray, gallery: np.ndarray) -> float:
+    """Event -> target R@1 by an explicit loop (cosine, pessimistic ties)."""
+    q = query / np.linalg.norm(query, axis=1, keepdims=True)
+    gl = gallery / np.linalg.norm(gallery, axis=1, keepdims=True)
+    hits = 0
+    for i in range(len(q)):
+        scores = [float(q[i] @ gl[j]) for j in range(len(gl))]
+        hits += sum(1 for j, s in enumerate(scores) if j != i and s >= scores[i]) == 0
+    return hits / len(q)
+
+
+def test_matrix_matches_independent_fit_and_structure(dirs):
+    result = cross_duration_matrix(dirs, fitter=ridge_fitter(1e-3), metric="e2t/R@1", val_fraction=0.25)
+    names = ["200ms", "1s", "20s"]
+    assert result.durations == names
+    m = np.array(result.matrix)
+    assert m.shape == (3, 3)
+    # same map -> transfers; different map -> does not
+    assert m[0, 0] > 0.9 and m[0, 1] > 0.9 and m[1, 0] > 0.9 and m[2, 2] > 0.9
+    assert m[0, 2] < 0.5 and m[2, 0] < 0.5
+    # cell (1s -> 20s) recomputed independently: numpy least squares + a loop for R@1
+    train_1s, _ = AlignmentDataset.from_directory(dirs["1s"]).split(0.25, seed=0)
+    _, val_20s = AlignmentDataset.from_directory(dirs["20s"]).split(0.25, seed=0)
+    x, y = train_1s.event_features.double().numpy(), train_1s.target_features.double().numpy()
+    mx, my = x.mean(0), y.mean(0)
+    w = np.linalg.solve((x - mx).T @ (x - mx) + 1e-3 * np.eye(8), (x - mx).T @ (y - my))
+    pred = (val_20s.event_features.double().numpy() - mx) @ w + my
+    assert m[1, 2] == pytest.approx(_r1_by_hand(pred, val_20s.target_features.double().numpy()))
+    mse = float(((pred - val_20s.target_features.double().numpy()) ** 2).mean())
+    assert result.metrics["1s"]["20s"]["mse"] == pytest.approx(mse, rel=1e-4)
+    assert result.sizes == {n: {"train": 30, "val": 10} for n in names}
+
+
+def test_report_files_agree(dirs, tmp_path):
+    result = cross_duration_matrix(dirs, metric="mean/R@1", group_by="sequence", positive_key="sequence")
+    paths = write_cross_duration_report(result, tmp_path / "report")
+    saved = json.loads(paths["json"].read_text())
+    assert saved["matrix"] == result.matrix and saved["durations"] == result.durations
+    assert saved["metric"] == "mean/R@1" and "whole sequence groups" in saved["split"]
+    heat = json.loads(data_path(paths["heatmap"]).read_text())
+    assert heat["matrix"] == result.matrix and heat["rows"] == heat["cols"] == result.durations
+    assert paths["heatmap"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and paths["heatmap"].stat().st_size > 1024
+    md = paths["markdown"].read_text()
+    for name, row in zip(result.durations, result.matrix):
+        assert f"| {name} | " + " | ".join(f"{v:.3f}" for v in row) + " |" in md
+    assert "![cross-duration heatmap](cross_duration_heatmap.png)" in md
+
+
+def test_bad_input(dirs, tmp_path):
+    with pytest.raises(ValueError, match="at least 2 durations"):
+        cross_duration_matrix({"1s": dirs["1s"]})
+    g = torch.Generator().manual_seed(0)
+    other = _write(tmp_path / "wide", torch.randn(8, 5, generator=g))
+    with pytest.raises(ValueError, match="differ in"):
+        cross_duration_matrix({"1s": dirs["1s"], "wide": other})
+    with pytest.raises(KeyError, match="not computed"):
+        cross_duration_matrix({"1s": dirs["1s"], "20s": dirs["20s"]}, metric="R@1000")
+    with pytest.raises(FileNotFoundError):
+        cross_duration_matrix({"1s": dirs["1s"], "x": tmp_path / "missing"})
