@@ -43,6 +43,16 @@ _LAZY: dict[str, str] = {
     "auto_select_alignment_strategy": "modeling_evalign.selection",
     "print_strategy_recommendation": "modeling_evalign.selection",
     "StrategyRecommendation": "modeling_evalign.selection",
+    # events (representations, DSEC reading, simulation)
+    "voxel_grid": "modeling_evalign.events.representations",
+    "eventgpt_frames": "modeling_evalign.events.representations",
+    "event_histogram_image": "modeling_evalign.events.representations",
+    "count_frames": "modeling_evalign.events.representations",
+    "DsecEventReader": "modeling_evalign.events.dsec_reader",
+    "DsecSequence": "modeling_evalign.events.dsec_reader",
+    "EventWindow": "modeling_evalign.events.dsec_reader",
+    "EventSimulator": "modeling_evalign.events.simulator",
+    "write_synthetic_dsec": "modeling_evalign.events.synthetic_dsec",
 }
 
 __all__ = sorted(_LAZY)
