@@ -45,7 +45,7 @@ def clip_preprocess(
     out = []
     for image in images:
         arr = to_uint8_hwc(image)
-        x = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).float()[None]  # [1, 3, H, W], 0..255
+        x = torch.from_numpy(arr.astype(np.float32)).permute(2, 0, 1)[None]  # [1, 3, H, W], 0..255 (a copy)
         h, w = arr.shape[:2]
         scale = image_size / min(h, w)
         new_h, new_w = max(image_size, round(h * scale)), max(image_size, round(w * scale))
