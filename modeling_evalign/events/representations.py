@@ -21,6 +21,7 @@ __all__ = ["count_frames", "event_histogram_image", "eventgpt_frames", "voxel_gr
 # EventGPT colours: p=1 red, p=0 blue, on a white canvas
 _EVENTGPT_COLORS = np.array([[0, 0, 255], [255, 0, 0]], dtype=np.uint8)
 _STD_FLOOR = 1e-6
+_POLARITY_SIGN = np.array([-1.0, 1.0])
 
 
 def _check(x, y, t, p, height, width) -> tuple[bool, int, int]:
@@ -69,7 +70,7 @@ def voxel_grid(x, y, t, p, num_bins: int, height: int, width: int, normalize: bo
             out.index_add_(0, idx + hw, w_right.to(torch.float32))  # bin num_bins lands in the spare slot
         grid = out[:size].view(num_bins, height, width)
         return _normalize_torch(grid) if normalize else grid
-    grid = np.zeros(size, dtype=np.float64)
+    grid = np.zeros((num_bins, hw), dtype=np.float64)
     if n:
         t0, t1 = t[0], t[-1]
         span = float(t1) - float(t0) if t.dtype.kind == "f" else int(t1) - int(t0)
@@ -77,20 +78,23 @@ def voxel_grid(x, y, t, p, num_bins: int, height: int, width: int, normalize: bo
         tn = np.subtract(t, t0, dtype=np.float64)
         tn *= (num_bins - 1) / span
         np.clip(tn, 0, num_bins - 1, out=tn)
-        left = np.floor(tn)
-        frac = tn - left
-        pol = p.astype(np.float64)
-        pol *= 2
-        pol -= 1
-        w_right = pol * frac
-        w_left = pol - w_right
-        idx = y.astype(np.int64)
-        idx *= width
-        idx += x
-        idx += left.astype(np.int64) * hw
-        grid += np.bincount(idx, weights=w_left, minlength=size)[:size]
-        idx += hw
-        grid += np.bincount(idx, weights=w_right, minlength=size + hw)[:size]
+        pix = y.astype(np.intp)
+        pix *= width
+        pix += x
+        pol = _POLARITY_SIGN[p.astype(np.intp, copy=False)]
+        # t is sorted, so the events with floor(tn) == k form one contiguous block: no per-event bin
+        # index, and each bincount only spans one H*W plane (cache friendly)
+        edges = np.searchsorted(tn, np.arange(num_bins + 1), side="left")
+        edges[-1] = n
+        for k in range(num_bins):
+            lo, hi = int(edges[k]), int(edges[k + 1])
+            if lo == hi:
+                continue
+            frac = tn[lo:hi] - k
+            w_right = pol[lo:hi] * frac
+            grid[k] += np.bincount(pix[lo:hi], weights=pol[lo:hi] - w_right, minlength=hw)
+            if k + 1 < num_bins:
+                grid[k + 1] += np.bincount(pix[lo:hi], weights=w_right, minlength=hw)
     grid = grid.astype(np.float32).reshape(num_bins, height, width)
     return _normalize_numpy(grid) if normalize else grid
 
@@ -203,15 +207,27 @@ def count_frames(x, y, t, p, height: int, width: int, num_frames: int = 1, split
             idx = (frame * 2 + p.to(torch.int64)) * hw + y.to(torch.int64) * width + x.to(torch.int64)
             out = torch.bincount(idx, minlength=size).to(torch.float32)
         return out.view(num_frames, 2, height, width)
-    if not n:
-        return np.zeros((num_frames, 2, height, width), dtype=np.float32)
-    frame = _frame_by_time(t, num_frames, False) if split == "time" else _frame_of_event(n, num_frames, x)
-    idx = frame * 2
-    idx += p
-    idx *= hw
-    idx += y.astype(np.int64) * width
-    idx += x
-    return np.bincount(idx, minlength=size).astype(np.float32).reshape(num_frames, 2, height, width)
+    out = np.zeros((num_frames, 2 * hw), dtype=np.float32)
+    if n:
+        # frames are contiguous blocks of the sorted stream: one bincount per frame over 2*H*W bins
+        if split == "time":
+            span = float(t[-1]) - float(t[0]) or 1.0
+            scaled = np.subtract(t, t[0], dtype=np.float64)
+            scaled *= num_frames / span
+            edges = np.searchsorted(scaled, np.arange(num_frames + 1), side="left")
+        else:
+            per = n // num_frames
+            edges = np.minimum(np.arange(num_frames + 1) * per, n) if per else np.full(num_frames + 1, 0)
+        edges[0], edges[-1] = 0, n
+        idx = p.astype(np.intp)
+        idx *= hw
+        idx += y.astype(np.intp) * width
+        idx += x
+        for k in range(num_frames):
+            lo, hi = int(edges[k]), int(edges[k + 1])
+            if lo < hi:
+                out[k] = np.bincount(idx[lo:hi], minlength=2 * hw)
+    return out.reshape(num_frames, 2, height, width)
 
 
 def event_histogram_image(x, y, t, p, height: int, width: int, hot_pixel_std: float = 10.0):
