@@ -191,3 +191,109 @@ def test_errors():
     bad["x"][0] = W + 3
     with pytest.raises(ValueError):
         encode_windows(model, [bad], height=H, width=W, progress=False)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not FIRENET.is_file(), reason=f"pretrained FireNet weights not found at {FIRENET}")
+def test_dsec_window_stream_end_to_end(tmp_path):
+    """Simulated events -> DSEC events.h5 -> reader windows -> encode_windows: the carried state gives
+    reconstructions that follow the true intensity, better than restarting at every window."""
+    sim_mod = pytest.importorskip("modeling_evalign.events.simulator", reason="event simulator (H3) not available")
+    writer_mod = pytest.importorskip("modeling_evalign.events.dsec_writer", reason="DSEC writer (H3) not available")
+    reader_mod = pytest.importorskip("modeling_evalign.events.dsec_reader", reason="DSEC reader (H3) not available")
+    h, w, offset = 48, 64, 7_000_000
+    rng = np.random.default_rng(0)
+    kx, ky = rng.uniform(-0.3, 0.3, 12), rng.uniform(-0.3, 0.3, 12)
+    phase, amp = rng.uniform(0, 2 * np.pi, 12), rng.uniform(0.5, 1, 12)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+
+    def render(t_us):  # random plane waves translating at 120 px/s
+        s = xx - 120.0 * t_us * 1e-6
+        f = sum(a * np.sin(u * s + v * yy + p) for a, u, v, p in zip(amp, kx, ky, phase))
+        return np.clip(128 + 50 * f / np.sqrt((amp**2).sum() / 2), 1, 255)
+
+    sim = sim_mod.EventSimulator(h, w, contrast_threshold=0.2, seed=0)
+    writer = writer_mod.DsecEventWriter(tmp_path / "events.h5", t_offset=offset)
+    for ev in sim_mod.simulate_adaptive(render, sim, 0, 300_000):
+        writer.append(ev.x, ev.y, ev.t, ev.p)
+    writer.close(300_000)
+    reader = reader_mod.DsecEventReader(tmp_path / "events.h5", height=h, width=w)
+    windows = [reader.read_window(offset + k * 50_000, offset + (k + 1) * 50_000) for k in range(6)]
+
+    model = ReconstructionAlignmentModule.from_reconstruction_checkpoint(FIRENET, clip_config=tiny_vision())
+    feats = encode_windows(model, windows, progress=False)  # sensor size taken from the windows
+    assert feats.shape == (6, 64)
+
+    def corr(out, win):
+        return np.corrcoef(out.images[0, 0].numpy().ravel(), render(int(win.t[-1]) - offset).ravel())[0, 1]
+
+    model.reset()
+    carried = []
+    for win in windows:
+        out = model.encode_window(win.x, win.y, win.t, win.p, h, w)
+        carried.append(corr(out, win))
+    torch.testing.assert_close(out.aligned_features, feats[-1:])  # encode_windows carried the same state
+    restarted = []
+    for win in windows[-2:]:
+        model.reset()
+        restarted.append(corr(model.encode_window(win.x, win.y, win.t, win.p, h, w), win))
+    assert np.mean(carried[-2:]) >= 0.75, carried  # about 0.9 here
+    assert np.mean(carried[-2:]) > np.mean(restarted) + 0.05, (carried, restarted)
+
+
+REMOTE_SCRIPT = r"""
+import importlib.abc, os, sys
+
+REPO = os.path.realpath(sys.argv[1])
+
+
+class BlockPackage(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "modeling_evalign" or name.startswith("modeling_evalign."):
+            raise ModuleNotFoundError(f"blocked for this test: {name}")
+        return None
+
+
+sys.meta_path.insert(0, BlockPackage())
+sys.path[:] = [p for p in sys.path if os.path.realpath(p or os.getcwd()) != REPO]
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModel
+
+folder = sys.argv[2]
+model = AutoModel.from_pretrained(folder, trust_remote_code=True).eval()
+assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
+data = load_file(os.path.join(folder, "expected.safetensors"))
+with torch.no_grad():
+    assert torch.equal(model(data["voxel"]).aligned_features, data["pooled"])
+win = {k: data[k].numpy() for k in ("x", "y", "t", "p")}
+assert torch.equal(model.encode_stream([win, win], 24, 32, progress=False), data["stream"])
+assert not any(m == "modeling_evalign" or m.startswith("modeling_evalign.") for m in sys.modules)
+print("OK")
+"""
+
+
+@pytest.mark.slow
+def test_trust_remote_code_without_the_package(tmp_path):
+    import subprocess
+    import sys
+
+    from safetensors.torch import save_file
+
+    model = make_model(reconstruction_config={"model_type": "evalign_e2vid", "num_encoders": 2,
+                                              "base_num_channels": 4, "num_residual_blocks": 1})
+    folder = tmp_path / "ckpt"
+    model.save_pretrained(folder)
+    voxel = torch.randn(1, 5, H, W)
+    win = window(np.random.default_rng(3), 600, 0)
+    with torch.no_grad():
+        pooled = model(voxel).aligned_features
+    stream = model.encode_stream([win, win], H, W, progress=False)
+    save_file({"voxel": voxel, "pooled": pooled, "stream": stream,
+               **{k: torch.from_numpy(v.astype(np.int64)) for k, v in win.items()}},
+              str(folder / "expected.safetensors"))
+    repo = Path(__file__).resolve().parent.parent
+    env = {k: v for k, v in __import__("os").environ.items() if k != "PYTHONPATH"}
+    res = subprocess.run([sys.executable, "-c", REMOTE_SCRIPT, str(repo), str(folder)], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0 and "OK" in res.stdout, res.stderr[-3000:]

@@ -163,8 +163,8 @@ class ReconstructionAlignmentModule(EvalignPreTrainedModel):
         self._stream_states = out.states
         return out
 
-    def encode_stream(self, windows: Iterable[Any], height: int, width: int, *, token_level: bool = False,
-                      progress: bool = True) -> torch.Tensor:
+    def encode_stream(self, windows: Iterable[Any], height: int | None = None, width: int | None = None, *,
+                      token_level: bool = False, progress: bool = True) -> torch.Tensor:
         """Features of consecutive windows of ONE sequence: ``[N, D]`` pooled (or ``[N, T, D]`` tokens).
 
         Resets the state first and carries it across the windows.
@@ -199,8 +199,8 @@ def encode_windows(
     model: ReconstructionAlignmentModule,
     windows: Iterable[Any],
     *,
-    height: int,
-    width: int,
+    height: int | None = None,
+    width: int | None = None,
     token_level: bool = False,
     reset_key: str | None = "sequence",
     progress: bool = True,
@@ -208,7 +208,8 @@ def encode_windows(
     """Zero-paired-data baseline features for the pipeline: ``[N, D]`` (``[N, T, D]`` with ``token_level``).
 
     ``windows``: consecutive event windows (mappings or objects with ``x, y, t`` in µs, ``p`` in {0, 1};
-    or ``(x, y, t, p)`` tuples) on a ``height x width`` sensor, e.g. from the DSEC reader. The recurrent
+    or ``(x, y, t, p)`` tuples) on a ``height x width`` sensor, e.g. the DSEC reader's ``EventWindow``s
+    (which carry ``height``/``width``: then the arguments may be left out). The recurrent
     state starts fresh and is carried from window to window; when ``reset_key`` is given and a window
     carries that field (e.g. ``"sequence"``), the state resets whenever its value changes. Windows must
     be in temporal order within a sequence. Runs without gradients on the model's device.
@@ -226,7 +227,11 @@ def encode_windows(
                 if key is not None and key != current:
                     model.reset()
                     current = key
-            out = model.encode_window(*_window_events(window), height=height, width=width)
+            h = height if height is not None else getattr(window, "height", None)
+            w = width if width is not None else getattr(window, "width", None)
+            if h is None or w is None:
+                raise ValueError("encode_windows: pass height and width (the windows do not carry a sensor size)")
+            out = model.encode_window(*_window_events(window), height=h, width=w)
             feats.append((out.token_features if token_level else out.aligned_features).cpu())
     finally:
         model.train(was_training)
