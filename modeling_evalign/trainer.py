@@ -24,7 +24,7 @@ import math
 import os
 import platform
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -61,7 +61,6 @@ class TrainingResult:
     train_time_s: float
     save_path: Path | None = None
     resumed_from_epoch: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _pool(x: torch.Tensor) -> torch.Tensor:
@@ -277,6 +276,8 @@ class ContrastiveAlignmentTrainer:
                 if self.val_dataset is not None:
                     record.update({f"val/{k}": v for k, v in self.evaluate().items()})
                 history.append(record)
+                logger.info("epoch %d/%d: %s", epoch + 1, num_epochs,
+                            ", ".join(f"{k}={v:.4g}" for k, v in record.items() if k != "epoch"))
                 bar.set_postfix(loss=f"{record['train_loss']:.4f}",
                                 **({"R@1": f"{record['val/mean/R@1']:.3f}"} if "val/mean/R@1" in record else {}))
                 if resume_file is not None and epoch + 1 < num_epochs:

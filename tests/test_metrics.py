@@ -203,3 +203,16 @@ def test_evaluate_modules_match_metrics_offline(monkeypatch):
     assert load_metric("evalign_cosine").compute(predictions=e, references=t)["cosine_similarity"] == pytest.approx(
         cosine_similarity(e, t), rel=1e-6
     )
+
+
+def test_wheel_package_data_ships_metric_scripts():
+    import fnmatch
+    from pathlib import Path
+
+    tomllib = pytest.importorskip("tomllib")  # python >= 3.11
+
+    root = Path(__file__).resolve().parents[1]
+    globs = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["modeling_evalign"]
+    for name in metrics.HF_METRICS:
+        script = metrics.metric_path(name).relative_to(root / "modeling_evalign") / f"evalign_{name}.py"
+        assert any(fnmatch.fnmatch(str(script), g) for g in globs), f"{script} not matched by {globs}"
