@@ -109,6 +109,12 @@ def test_event_steps_split_and_voxelisation():
     tw = {k: torch.from_numpy(v.astype(np.int64)) for k, v in w.items()}  # torch input gives the same grids
     torch.testing.assert_close(model.event_steps(tw["x"], tw["y"], tw["t"], tw["p"], H, W), steps, rtol=1e-5, atol=1e-5)
     assert model.event_steps(w["x"][:700], w["y"][:700], w["t"][:700], w["p"][:700], H, W).shape[0] == 1
+    capped = make_model(events_per_step_fraction=0.1, max_steps_per_window=3)  # 76 per step -> 13, capped to 3
+    steps = capped.event_steps(w["x"], w["y"], w["t"], w["p"], H, W)
+    assert steps.shape[0] == 3
+    for s, (a, b) in enumerate([(0, 333), (333, 666), (666, 1000)]):
+        ref = voxel_grid(w["x"][a:b], w["y"][a:b], w["t"][a:b], w["p"][a:b], 5, H, W, normalize=True)
+        np.testing.assert_allclose(steps[s].numpy(), ref, rtol=1e-6, atol=1e-6)
     one = make_model(events_per_step_fraction=0.0).event_steps(w["x"], w["y"], w["t"], w["p"], H, W)
     np.testing.assert_allclose(one[0].numpy(), voxel_grid(w["x"], w["y"], w["t"], w["p"], 5, H, W, normalize=True),
                                rtol=1e-6, atol=1e-6)

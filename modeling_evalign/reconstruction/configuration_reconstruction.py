@@ -24,6 +24,8 @@ class ReconstructionAlignmentConfig(EvalignConfig):
         Video-LLaVA uses); the pooled feature is always CLIP's ``pooler_output``.
     events_per_step_fraction: a window is split into recurrent steps of ``fraction * H * W`` events
         (E2VID's 0.35); 0 = one step per window.
+    max_steps_per_window: cap on the recurrent steps of one window (0 = no cap): a window with more
+        events is split into this many equal steps instead, bounding the cost of dense windows.
     voxel_normalize: E2VID normalisation of the voxel grid (non-zero voxels to mean 0, std 1).
     percentile_low / percentile_high: robust min/max (in %) used to rescale each frame to [0, 1].
     event_dim: the voxel bins (the input is events, not features); always the net's num_bins.
@@ -39,6 +41,7 @@ class ReconstructionAlignmentConfig(EvalignConfig):
     clip_init_seed: int = 0
     feature_layer: int = -1
     events_per_step_fraction: float = 0.35
+    max_steps_per_window: int = 0
     voxel_normalize: bool = True
     percentile_low: float = 1.0
     percentile_high: float = 99.0
@@ -65,6 +68,8 @@ class ReconstructionAlignmentConfig(EvalignConfig):
             self.target_dim = vision.hidden_size
         self._check(isinstance(self.feature_layer, int), "feature_layer", "an int hidden-state index")
         self._check(self.events_per_step_fraction >= 0, "events_per_step_fraction", ">= 0 (0 = one step)")
+        self._check(isinstance(self.max_steps_per_window, int) and self.max_steps_per_window >= 0,
+                    "max_steps_per_window", "an int >= 0 (0 = no cap)")
         self._check(0 <= self.percentile_low < self.percentile_high <= 100, "percentile_low",
                     "0 <= percentile_low < percentile_high <= 100")
         super().__post_init__(**kwargs)

@@ -136,7 +136,8 @@ class ReconstructionAlignmentModule(EvalignPreTrainedModel):
 
     def event_steps(self, x, y, t, p, height: int, width: int) -> torch.Tensor:
         """Voxel grids ``[S, num_bins, height, width]`` of one window split into S = max(1, n // N) steps of
-        N = ``events_per_step_fraction * height * width`` events (the last step also takes the remainder)."""
+        N = ``events_per_step_fraction * height * width`` events (the last step also takes the remainder);
+        with ``max_steps_per_window`` = M > 0 and S > M, M steps of n // M events instead."""
         num_bins = self.config.event_dim
         if any(isinstance(a, torch.Tensor) for a in (x, y, t, p)):
             # torch has no min/max for uint16 (DSEC's x/y dtype): widen before voxelising
@@ -145,6 +146,9 @@ class ReconstructionAlignmentModule(EvalignPreTrainedModel):
             x, y, t, p = (np.asarray(a) for a in (x, y, t, p))
         n = int(x.shape[0])
         per = int(round(self.config.events_per_step_fraction * height * width))
+        cap = self.config.max_steps_per_window
+        if cap and per > 0 and n // per > cap:
+            per = n // cap  # exactly `cap` steps, the last one taking the remainder
         # full steps of `per` events; the remainder (< per) joins the last one, so no step is tiny
         bounds = [0, n] if per <= 0 or n < 2 * per else [*range(0, n - per + 1, per), n]
         grids = [
