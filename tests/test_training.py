@@ -237,3 +237,40 @@ def test_dsec_image_pairs_end_to_end(tmp_path_factory, tmp_path):
     total = info["counts"]["train"] + info["counts"]["val"]
     assert 8 <= total <= 12 and info["global_steps"] == info["counts"]["train"] // 4
     assert (tmp_path / "runs" / "500ms" / "final" / "adapter" / "adapter_config.json").is_file()
+
+
+def test_every_duration_is_checked_before_training(tmp_path):
+    _feature_dirs(tmp_path / "200ms")
+    _feature_dirs(tmp_path / "1s", n_train=8)  # too small for the batch (6 train rows after the 20% tail split)
+    from train_accelerate import main
+
+    argv = ["--strategy", "lightweight", "--durations", "200ms", "1s", "--train_dir", str(tmp_path / "{duration}/train"),
+            "--output_dir", str(tmp_path / "runs"), "--num_epochs", "1", "--batch_size", "16", "--cpu"]
+    with pytest.raises(ValueError, match=r"larger than the training data of 1s \(6 samples\)"):
+        main(argv)
+    assert not (tmp_path / "runs").exists()  # the 200ms run did not start either
+
+
+@pytest.mark.slow
+def test_push_to_hub_at_the_end(tmp_path):
+    """--push_to_hub uploads the final directory (weights, config, module files, card, training_info) through
+    modeling_evalign.hub to a loopback Hub; the client runs in a subprocess (HF_ENDPOINT is read at import)."""
+    from hub_server import LoopbackHub
+
+    train_dir, val_dir = _feature_dirs(tmp_path)
+    with LoopbackHub(max_lifetime_s=300) as hub:
+        env = {**os.environ, "HF_ENDPOINT": hub.endpoint, "HF_HUB_OFFLINE": "0", "TRANSFORMERS_OFFLINE": "0",
+               "HF_TOKEN": "hf_dummy_loopback_token", "HF_HOME": str(tmp_path / "hf_home"),
+               "NO_PROXY": "127.0.0.1,localhost", "PYTHONPATH": str(REPO)}
+        for proxy in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+            env.pop(proxy, None)
+        argv = [sys.executable, str(REPO / "train_accelerate.py"), "--strategy", "lightweight", "--train_dir",
+                str(train_dir), "--val_dir", str(val_dir), "--output_dir", str(tmp_path / "out"), "--num_epochs", "1",
+                "--batch_size", "16", "--cpu", "--push_to_hub", "--hub_model_id", "evalign-test/trained-tiny"]
+        proc = subprocess.run(argv, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=240)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        files = hub.files("evalign-test/trained-tiny")
+    local = tmp_path / "out" / "final"
+    for name in ("config.json", "model.safetensors", "training_info.json", "README.md", "modeling_lightweight.py"):
+        assert files[name] == (local / name).read_bytes(), name
+    assert "evalign-test/trained-tiny" in files["README.md"].decode()

@@ -363,15 +363,35 @@ def _card_and_push(config: TrainConfig, out: Path, info: dict, duration: str | N
         push_to_hub(out, model_id)
 
 
+def _image_size(config: TrainConfig) -> int:
+    """Input size of the referenced CLIP vision tower (read from its config; no weights loaded)."""
+    from transformers import CLIPVisionConfig
+
+    return CLIPVisionConfig.from_pretrained(config.clip_model, revision=config.clip_revision).image_size
+
+
 def run(config: TrainConfig) -> list[TrainResult]:
-    """One training per duration (output in ``output_dir/<duration>``), or one run on feature directories."""
+    """One training per duration (output in ``output_dir/<duration>``), or one run on feature directories.
+
+    Every run's inputs are checked and its data loaded before the first training starts, so a bad path,
+    an incompatible checkpoint or a batch larger than one duration's data fails fast, not hours later.
+    """
     runs = [config.for_duration(d) for d in config.runs()]
-    for run_config in runs:  # every input error before the first training starts
+    loaded = []
+    for run_config, duration in zip(runs, config.runs()):
         run_config.check_paths()
         ckpt = resolve_checkpoint(run_config.resume_from_checkpoint, run_config.output_dir)
         if ckpt is not None:
             check_compatible(ckpt, run_config.strategy, STRATEGY_MODEL_TYPES[run_config.strategy])
-    return [train(rc, duration=d) for rc, d in zip(runs, config.runs())]
+        image_size = None if run_config.strategy in FEATURE_STRATEGIES else _image_size(run_config)
+        data = load_data(run_config, duration, image_size=image_size)
+        if run_config.batch_size > len(data.train):
+            raise ValueError(
+                f"batch_size={run_config.batch_size} is larger than the training data of "
+                f"{duration or run_config.train_dir} ({len(data.train)} samples)"
+            )
+        loaded.append(data)
+    return [train(rc, duration=d, data=data) for rc, d, data in zip(runs, config.runs(), loaded)]
 
 
 def result_summary(results: list[TrainResult]) -> str:
