@@ -12,6 +12,7 @@ from modeling_evalign.data.dsec_builder import DsecAlignmentBuilder
 from modeling_evalign.data.windows import DURATIONS_US, assign_splits, nearest_frame_index, window_bounds
 from modeling_evalign.events.dsec_reader import DsecEventReader
 from modeling_evalign.events.representations import event_histogram_image, eventgpt_frames, voxel_grid
+from modeling_evalign.events.scenes import PHOTOS
 
 TWO_SPLITS = dict(val_fraction=0.5, test_fraction=0.0)  # 2 sequences: one train, one validation
 
@@ -98,6 +99,7 @@ def test_examples_equal_reader_windows_and_nearest_frames(tree, tmp_path):
             assert ex["rgb"]["bytes"] == png.read_bytes()
             assert Image.open(io.BytesIO(ex["rgb"]["bytes"])).size == (96, 72)
             assert ex["scene"] == seq_dir.name.split("_", 2)[2]  # synthetic_000_<scene>
+            assert ex["label"] == PHOTOS[ex["scene"]]
             seen.add((split, ex["sequence"]))
     # no split leakage: each sequence in exactly one split, both splits used
     assert len({seq for _, seq in seen}) == len(seen) == 2

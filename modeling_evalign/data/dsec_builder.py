@@ -26,8 +26,8 @@ group instead of counting only the same index as correct.
 
 Example fields: ``sequence`` (str), ``window_index`` (int32), ``window_start_us`` / ``window_end_us``
 (int64, µs image clock, end exclusive), ``event_count`` (int64), ``rgb`` (Image: the PNG bytes as stored),
-``rgb_timestamp_us`` (int64), ``rgb_index`` (int32), ``scene`` (str or None: from ``evalign_synthetic.json``
-when present), and per chosen representation: ``eventgpt_frames`` (list of ``num_frames`` RGB Images,
+``rgb_timestamp_us`` (int64), ``rgb_index`` (int32), ``scene`` and ``label`` (str or None: the photograph
+and its class name from ``evalign_synthetic.json`` when present), and per chosen representation: ``eventgpt_frames`` (list of ``num_frames`` RGB Images,
 ``eventgpt_frames`` semantics at sensor size), ``voxel_grid`` (float32 [num_bins, H, W]), ``event_histogram``
 (float32 [H, W, 3], CEIA histogram image).
 """
@@ -139,6 +139,7 @@ class DsecAlignmentBuilder(datasets.GeneratorBasedBuilder):
             "rgb_timestamp_us": datasets.Value("int64"),
             "rgb_index": datasets.Value("int32"),
             "scene": datasets.Value("string"),
+            "label": datasets.Value("string"),
         }
         if "eventgpt_frames" in reps:
             feats["eventgpt_frames"] = datasets.List(datasets.Image(), length=cfg.num_frames)
@@ -213,7 +214,7 @@ class DsecAlignmentBuilder(datasets.GeneratorBasedBuilder):
         start, end = usable_span(*events.time_range_us, timestamps)
         bounds = window_bounds(start, end, int(cfg.window_us))
         frame_idx = nearest_frame_index(timestamps, bounds[:, 1])
-        scene = _scene(seq_dir)
+        scene, label = _scene_and_label(seq_dir)
         for k, ((t0, t1), fi) in enumerate(zip(bounds.tolist(), frame_idx.tolist())):
             w = events.read_window(t0, t1)
             image_path = sequence.image_path(fi)
@@ -230,6 +231,7 @@ class DsecAlignmentBuilder(datasets.GeneratorBasedBuilder):
                 "rgb_timestamp_us": int(timestamps[fi]),
                 "rgb_index": fi,
                 "scene": scene,
+                "label": label,
             }
             if "eventgpt_frames" in reps:
                 frames = eventgpt_frames(w.x, w.y, w.t, w.p, height, width, num_frames=cfg.num_frames)
@@ -243,14 +245,16 @@ class DsecAlignmentBuilder(datasets.GeneratorBasedBuilder):
             yield record
 
 
-def _scene(seq_dir: Path) -> str | None:
+def _scene_and_label(seq_dir: Path) -> tuple[str | None, str | None]:
+    """``(scene, label)`` from the synthetic generator's json; ``(None, None)`` for real recordings."""
     path = seq_dir / SYNTHETIC_INFO
     if not path.is_file():
-        return None
+        return None, None
     info = json.loads(path.read_text())
     if "scene" not in info:
         raise KeyError(f"{path}: expected a 'scene' entry, have {sorted(info)}")
-    return str(info["scene"])
+    label = info.get("label")
+    return str(info["scene"]), None if label is None else str(label)
 
 
 # --- the DSEC reader of modeling_evalign.events (imported on use: h5py stays out of package import) ---

@@ -29,7 +29,8 @@ _FIELD_MEANINGS = {
     "rgb": "rectified left RGB frame nearest to the window end (PNG as recorded)",
     "rgb_timestamp_us": "timestamp of that frame, µs",
     "rgb_index": "index of that frame in images/timestamps.txt",
-    "scene": "scene label of synthetic sequences (evalign_synthetic.json), else null",
+    "scene": "photograph of a synthetic sequence (evalign_synthetic.json), else null",
+    "label": "class name of that photograph (zero-shot prompts), else null",
     "eventgpt_frames": "EventGPT event frames (PNG), equal event-count split",
     "voxel_grid": "E2VID voxel grid [num_bins, H, W] float32, not normalised",
     "event_histogram": "CEIA histogram image [H, W, 3] float32 in [0, 1]",
@@ -135,8 +136,7 @@ def _write_card(tmp: Path, configs, table, split_sequences, builder, repo_id, so
     )
     features = builder.info.features
     fields = [
-        {"name": k, "type": _type_name(v), "meaning": _FIELD_MEANINGS.get(k, "")}
-        for k, v in features.items()
+        {"name": k, "type": _type_name(v), "meaning": _FIELD_MEANINGS.get(k, "")} for k, v in features.items()
     ]
     default = next(c["config_name"] for c in configs if c.get("default"))
     card = DatasetCard.from_template(
