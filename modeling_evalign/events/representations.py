@@ -21,7 +21,6 @@ __all__ = ["count_frames", "event_histogram_image", "eventgpt_frames", "voxel_gr
 # EventGPT colours: p=1 red, p=0 blue, on a white canvas
 _EVENTGPT_COLORS = np.array([[0, 0, 255], [255, 0, 0]], dtype=np.uint8)
 _STD_FLOOR = 1e-6
-_POLARITY_SIGN = np.array([-1.0, 1.0])
 
 
 def _check(x, y, t, p, height, width) -> tuple[bool, int, int]:
@@ -76,27 +75,38 @@ def voxel_grid(x, y, t, p, num_bins: int, height: int, width: int, normalize: bo
         span = float(t1) - float(t0) if t.dtype.kind == "f" else int(t1) - int(t0)
         span = span or 1
         tn = np.subtract(t, t0, dtype=np.float64)
-        tn *= (num_bins - 1) / span
-        np.clip(tn, 0, num_bins - 1, out=tn)
-        pix = y.astype(np.intp)
-        pix *= width
-        pix += x
-        pol = _POLARITY_SIGN[p.astype(np.intp, copy=False)]
-        # t is sorted, so the events with floor(tn) == k form one contiguous block: no per-event bin
-        # index, and each bincount only spans one H*W plane (cache friendly)
+        tn *= (num_bins - 1) / span  # in [0, num_bins - 1] up to one ulp: t is sorted
+        idx = _pixel_polarity_index(x, y, p, width)
+        # t is sorted, so the events with floor(tn) == k form one contiguous block. Per block and per
+        # (pixel, polarity): the event count c and the sum of frac(tn) f give the bilinear weights
+        # without per-event weight arrays: bin k gets sum(pol * (1 - frac)) = (c+ - c-) - (f+ - f-),
+        # bin k + 1 gets f+ - f-.
         edges = np.searchsorted(tn, np.arange(num_bins + 1), side="left")
         edges[-1] = n
         for k in range(num_bins):
             lo, hi = int(edges[k]), int(edges[k + 1])
             if lo == hi:
                 continue
-            frac = tn[lo:hi] - k
-            w_right = pol[lo:hi] * frac
-            grid[k] += np.bincount(pix[lo:hi], weights=pol[lo:hi] - w_right, minlength=hw)
+            frac = tn[lo:hi]
+            frac -= k
+            counts = np.bincount(idx[lo:hi], minlength=2 * hw).reshape(hw, 2)
+            fsum = np.bincount(idx[lo:hi], weights=frac, minlength=2 * hw).reshape(hw, 2)
+            right = fsum[:, 1] - fsum[:, 0]
+            grid[k] += (counts[:, 1] - counts[:, 0]) - right
             if k + 1 < num_bins:
-                grid[k + 1] += np.bincount(pix[lo:hi], weights=w_right, minlength=hw)
+                grid[k + 1] += right
     grid = grid.astype(np.float32).reshape(num_bins, height, width)
     return _normalize_numpy(grid) if normalize else grid
+
+
+def _pixel_polarity_index(x: np.ndarray, y: np.ndarray, p: np.ndarray, width: int) -> np.ndarray:
+    """``(y * width + x) * 2 + p`` as intp: bins interleave (pixel, polarity), so a bincount reshaped to
+    ``[H * W, 2]`` holds per-polarity counts (fewer passes over the events than a separate channel)."""
+    idx = np.multiply(y, 2 * width, dtype=np.intp)
+    idx += x
+    idx += x
+    idx += p
+    return idx
 
 
 def _normalize_numpy(grid: np.ndarray) -> np.ndarray:
@@ -219,14 +229,11 @@ def count_frames(x, y, t, p, height: int, width: int, num_frames: int = 1, split
             per = n // num_frames
             edges = np.minimum(np.arange(num_frames + 1) * per, n) if per else np.full(num_frames + 1, 0)
         edges[0], edges[-1] = 0, n
-        idx = p.astype(np.intp)
-        idx *= hw
-        idx += y.astype(np.intp) * width
-        idx += x
+        idx = _pixel_polarity_index(x, y, p, width)
         for k in range(num_frames):
             lo, hi = int(edges[k]), int(edges[k + 1])
             if lo < hi:
-                out[k] = np.bincount(idx[lo:hi], minlength=2 * hw)
+                out[k] = np.bincount(idx[lo:hi], minlength=2 * hw).reshape(hw, 2).T.reshape(-1)
     return out.reshape(num_frames, 2, height, width)
 
 

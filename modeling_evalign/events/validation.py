@@ -88,7 +88,7 @@ def check_events(x: Any, y: Any, t: Any, p: Any, height: int, width: int) -> boo
             raise ValueError(
                 f"t must be non-decreasing (sorted by time): t[{i + 1}] = {t[i + 1].item()} < t[{i}] = {t[i].item()}"
             )
-    if p.dtype != (torch.bool if use_torch else np.bool_):
+    if p.dtype != (torch.bool if use_torch else np.bool_) and (int(p.min()) < 0 or int(p.max()) > 1):
         bad_p = (p != 0) & (p != 1)
         if bool(bad_p.any()):
             i = _first_bad(bad_p)
