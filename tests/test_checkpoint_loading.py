@@ -228,3 +228,18 @@ def test_unreadable_files(tmp_path):
     # loads fine untruncated
     assert isinstance(load_original_checkpoint(good), FireNetModel)
 
+
+
+@needs_firenet
+def test_dataset_script_wrapper(tmp_path, monkeypatch):
+    import runpy
+    import sys
+
+    script = Path(__file__).resolve().parents[1] / "dataset_scripts" / "convert_e2vid_checkpoint.py"
+    monkeypatch.setattr(sys, "argv", [str(script), str(FIRENET), str(tmp_path / "out")])
+    with pytest.raises(SystemExit) as info:
+        runpy.run_path(str(script), run_name="__main__")
+    assert info.value.code == 0
+    loaded = FireNetModel.from_pretrained(tmp_path / "out")
+    reference = load_original_checkpoint(FIRENET)
+    assert all(torch.equal(v, reference.state_dict()[k]) for k, v in loaded.state_dict().items())
