@@ -11,6 +11,7 @@ table, JSON and a heatmap PNG.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,28 +21,144 @@ import torch
 
 from .io_utils import atomic_write_json, atomic_write_text
 
-#: A fitter trains on a dataset and returns ``align(event_features [N, De]) -> [N, Dt]``.
-Fitter = Callable[[Any], Callable[[torch.Tensor], torch.Tensor]]
+
+@dataclass
+class FittedAligner:
+    """What a fitter returns: ``align(event_features [N, De]) -> [N, Dt]`` plus how it was trained.
+
+    Attributes:
+        align: the trained mapping (no gradients needed).
+        history: per-epoch training dicts (``epoch``, ``train_loss``, ...); empty for closed-form fits.
+        seconds: wall time of the fit.
+        notes: anything the report should say about this fit (fallbacks, skipped terms).
+        model: the trained model, when there is one (for saving or plots).
+    """
+
+    align: Callable[[torch.Tensor], torch.Tensor]
+    history: list[dict[str, float]] = field(default_factory=list)
+    seconds: float = 0.0
+    notes: str = ""
+    model: Any = None
+
+    def __call__(self, event_features: torch.Tensor) -> torch.Tensor:
+        return self.align(event_features)
+
+
+#: A fitter trains on an ``AlignmentDataset`` and returns a :class:`FittedAligner`.
+Fitter = Callable[[Any], FittedAligner]
+
+
+def _model_aligner(model) -> Callable[[torch.Tensor], torch.Tensor]:
+    model.eval()
+
+    @torch.no_grad()
+    def align(x: torch.Tensor) -> torch.Tensor:
+        return model(x).aligned_features
+
+    return align
 
 
 def ridge_fitter(ridge: float = 1e-3) -> Fitter:
     """The lightweight strategy's closed-form ridge baseline (instant; pooled features)."""
 
-    def fit(dataset) -> Callable[[torch.Tensor], torch.Tensor]:
+    def fit(dataset) -> FittedAligner:
         from .lightweight.configuration_lightweight import LightweightAlignmentConfig
         from .lightweight.modeling_lightweight import LightweightAlignmentModule
 
+        start = time.perf_counter()
         model = LightweightAlignmentModule(
             LightweightAlignmentConfig(event_dim=dataset.event_dim, target_dim=dataset.target_dim)
         )
         model.fit_closed_form(dataset.event_features, dataset.target_features, ridge=ridge)
-        model.eval()
+        return FittedAligner(_model_aligner(model), seconds=time.perf_counter() - start,
+                             notes=f"closed-form ridge ({ridge:g})", model=model)
+
+    return fit
+
+
+def _pool_tokens(x: torch.Tensor) -> torch.Tensor:
+    return x.mean(dim=1) if x.dim() == 3 else x
+
+
+def contrastive_fitter(epochs: int = 20, lr: float = 5e-4, batch_size: int = 32, seed: int = 0) -> Fitter:
+    """CEIA-style feature-level contrastive head trained with ``ContrastiveAlignmentTrainer`` (CPU/GPU)."""
+
+    def fit(dataset) -> FittedAligner:
+        from .contrastive.configuration_contrastive import ContrastiveAlignmentConfig
+        from .contrastive.modeling_contrastive import ContrastiveAlignmentModule
+        from .trainer import ContrastiveAlignmentTrainer
+
+        start = time.perf_counter()
+        torch.manual_seed(seed)
+        model = ContrastiveAlignmentModule(
+            ContrastiveAlignmentConfig(event_dim=dataset.event_dim, target_dim=dataset.target_dim)
+        )
+        trainer = ContrastiveAlignmentTrainer(
+            model, dataset, lr=lr, batch_size=min(batch_size, len(dataset)), seed=seed, progress=False
+        )
+        result = trainer.train(num_epochs=epochs)
+        model.cpu()
+        return FittedAligner(_model_aligner(model), history=result.history, seconds=time.perf_counter() - start,
+                             notes=f"InfoNCE, {epochs} epochs", model=model)
+
+    return fit
+
+
+def triple_modal_fitter(
+    epochs: int = 20,
+    lr: float = 5e-4,
+    batch_size: int = 32,
+    seed: int = 0,
+    text_model_id: str | None = None,
+    label_key: str = "scene",
+) -> Fitter:
+    """Triple-modal (EventBind-style) head. With ``text_model_id`` and a per-sample ``label_key``
+    column (synthetic DSEC records the scene), classes are the sorted label values and the
+    event-text and image-text terms are trained; otherwise only the event <-> image term.
+    Token-level features are mean-pooled over tokens first."""
+
+    def fit(dataset) -> FittedAligner:
+        from .triple_modal.configuration_triple_modal import TripleModalAlignmentConfig
+        from .triple_modal.modeling_triple_modal import TripleModalAlignmentModule
+        from .triple_modal.training import train_triple_modal
+
+        start = time.perf_counter()
+        torch.manual_seed(seed)
+        ev, tg = _pool_tokens(dataset.event_features), _pool_tokens(dataset.target_features)
+        labels = names = None
+        notes = []
+        if text_model_id is not None:
+            try:
+                values = [str(v) for v in dataset.metadata_column(label_key)]
+                names = sorted(set(values))
+                labels = torch.tensor([names.index(v) for v in values])
+            except KeyError:
+                notes.append(f"no {label_key!r} metadata: event-image term only")
+        else:
+            notes.append("no text tower given: event-image term only")
+        kwargs = {"text_model_id": text_model_id} if text_model_id else {}
+        config = TripleModalAlignmentConfig(
+            event_dim=ev.shape[-1], target_dim=tg.shape[-1], hidden_dim=min(1024, 4 * ev.shape[-1]),
+            class_names=names, **kwargs,
+        )
+        model = TripleModalAlignmentModule(config)
+        if labels is not None:
+            try:
+                model.text_tower()
+            except ValueError as e:  # projection width differs from the target features' width
+                notes.append(f"text tower unusable ({e}): event-image term only")
+                labels = names = None
+        history = train_triple_modal(model, ev, tg, labels, names, epochs=epochs, batch_size=min(batch_size, len(ev)),
+                                     lr=lr, seed=seed)
+        if labels is not None:
+            notes.append(f"{len(names)} classes from {label_key!r}")
 
         @torch.no_grad()
         def align(x: torch.Tensor) -> torch.Tensor:
-            return model(x).aligned_features
+            return model(_pool_tokens(x)).aligned_features
 
-        return align
+        return FittedAligner(align, history=history, seconds=time.perf_counter() - start,
+                             notes="; ".join(notes), model=model)
 
     return fit
 
@@ -52,6 +169,8 @@ def evaluate_alignment(
     """``mse``, ``cosine`` and bidirectional retrieval recall (``mean/R@k``, ``e2t/R@k``, ``t2e/R@k``)."""
     from .metrics import bidirectional_recall, cosine_similarity, mse
 
+    if aligned.dim() == 2 and target.dim() == 3:  # pooled model (triple-modal) vs token targets
+        target = target.mean(dim=1)
     a, t = aligned.reshape(aligned.shape[0], -1).float(), target.reshape(target.shape[0], -1).float()
     out = {"mse": mse(a, t), "cosine": cosine_similarity(a, t)}
     out.update(bidirectional_recall(a, t, ks=tuple(k for k in ks if k <= a.shape[0]) or (1,),
@@ -92,9 +211,9 @@ class CrossDurationResult:
 _MATRIX_TEMPLATE = """\
 {{ r.metric }} (rows: trained on, columns: evaluated on; split: {{ r.split }})
 
-| train \\\\ eval | {{ r.durations | join(" | ") }} |
+| train \\ eval | {{ r.durations | join(" | ") }} |
 |---|{% for _ in r.durations %}---|{% endfor %}
-{% for name, row in rows %}| {{ name }} | {% for v in row %}{{ fmt(v) }} | {% endfor %}
+{% for name, row in rows %}| {{ name }} |{% for v in row %} {{ fmt(v) }} |{% endfor %}
 {% endfor %}"""
 
 

@@ -258,13 +258,14 @@ def _pca(x: np.ndarray, k: int) -> np.ndarray:
 
 
 def before_after_panels(
-    event_features, target_features, aligned_features
+    event_features, target_features, aligned_features, *, normalize: bool = True
 ) -> dict[str, dict[str, np.ndarray]]:
     """Panels for :func:`plot_feature_space`: raw event vs target features, then aligned vs target.
 
     Before alignment the two modalities have no shared space (often not even the same width): each is
     reduced separately to ``k = min(De, Dt, N)`` PCA components, so the "before" panel shows the
-    modality gap, not a meaningful joint geometry. Inputs are ``[N, D]`` arrays or tensors.
+    modality gap, not a meaningful joint geometry. Inputs are ``[N, D]`` arrays or tensors. With
+    ``normalize`` every row is scaled to unit length first (the cosine geometry retrieval uses).
     """
     ev, tg, al = (_as_array(t) for t in (event_features, target_features, aligned_features))
     if not (ev.ndim == tg.ndim == al.ndim == 2) or not (ev.shape[0] == tg.shape[0] == al.shape[0]):
@@ -273,6 +274,8 @@ def before_after_panels(
         )
     if al.shape[1] != tg.shape[1]:
         raise ValueError(f"aligned features have width {al.shape[1]}: expected the target width {tg.shape[1]}")
+    if normalize:
+        ev, tg, al = (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12) for x in (ev, tg, al))
     k = min(ev.shape[1], tg.shape[1], ev.shape[0])
     before = {"event": ev, "target": tg} if ev.shape[1] == tg.shape[1] else {"event": _pca(ev, k), "target": _pca(tg, k)}
     return {"before alignment": before, "after alignment": {"event": al, "target": tg}}

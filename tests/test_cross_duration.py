@@ -92,3 +92,57 @@ def test_bad_input(dirs, tmp_path):
         cross_duration_matrix({"1s": dirs["1s"], "20s": dirs["20s"]}, metric="R@1000")
     with pytest.raises(FileNotFoundError):
         cross_duration_matrix({"1s": dirs["1s"], "x": tmp_path / "missing"})
+
+
+def _scene_dir(path, weight, seed):
+    g = torch.Generator().manual_seed(seed)
+    scenes = ["city", "forest", "lake"]
+    labels = torch.arange(3).repeat_interleave(12)
+    centres = 3 * torch.randn(3, weight.shape[1], generator=torch.Generator().manual_seed(7))
+    tg = centres[labels] + torch.randn(len(labels), weight.shape[1], generator=g)
+    ev = tg @ weight.T + 0.05 * torch.randn(len(labels), weight.shape[0], generator=g)
+    samples = [{"scene": scenes[c], "sequence": f"{scenes[c]}_{i % 2}"} for i, c in enumerate(labels.tolist())]
+    return AlignmentDataset(ev, tg, samples).save_to_directory(path)
+
+
+@pytest.mark.slow
+def test_compare_strategies_report(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "dataset_scripts" / "compare_strategies.py"
+    spec = importlib.util.spec_from_file_location("compare_strategies", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+
+    w = torch.randn(10, 8, generator=torch.Generator().manual_seed(5))
+    feats = {"200ms": _scene_dir(tmp_path / "f200", w, 1), "1s": _scene_dir(tmp_path / "f1", w, 2)}
+    out = tmp_path / "report"
+    results = module.main([
+        "--features", *(f"{k}={v}" for k, v in feats.items()), "--out", str(out),
+        "--strategies", "lightweight", "contrastive", "triple_modal", "reconstruction",
+        "--epochs", "3", "--batch-size", "9", "--tiny-text-tower", "--lr", "3e-3",
+    ])
+    md = (out / "report.md").read_text()
+    assert set(results["strategies"]) == {"lightweight", "contrastive", "triple_modal"}
+    assert "reconstruction" in results["skipped"] and "**reconstruction**" in md
+    for name, res in results["strategies"].items():
+        for duration, entry in res["per_duration"].items():
+            m = entry["metrics"]
+            cells = " | ".join(f"{m[k]:.3f}" for k in module.TABLE_METRICS)
+            assert f"| {name} | {duration} | 27 | 9 | {cells} |" in md
+        cross = json.loads((out / name / "cross_duration.json").read_text())
+        assert cross["matrix"] == res["cross_duration"]["matrix"]
+        heat = out / name / "cross_duration_heatmap.png"
+        assert heat.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"]({name}/cross_duration_heatmap.png)" in md
+        tsne = out / f"{name}_tsne.png"
+        assert tsne.stat().st_size > 1024
+        assert json.loads(data_path(tsne).read_text())["panels"]["after alignment"]["scene"][:1] in (["city"], ["forest"], ["lake"])
+    # ridge on a noiseless-ish linear map retrieves almost perfectly within a duration
+    assert results["strategies"]["lightweight"]["per_duration"]["1s"]["metrics"]["mean/R@1"] > 0.8
+    for name in ("contrastive", "triple_modal"):
+        assert (out / f"{name}_training_curve.png").is_file()
+        assert len(results["strategies"][name]["per_duration"]["200ms"]["history"]) == 3
+    zs = results["strategies"]["triple_modal"]["per_duration"]["200ms"]
+    assert "3 classes from 'scene'" in zs["notes"] and 0.0 <= zs["zero_shot_accuracy"] <= 1.0
+    assert "zero-shot classification" in md

@@ -88,9 +88,13 @@ def test_feature_space_png_and_data(tmp_path):
     ev, labels = _clusters(n_per=8, dim=10, seed=1)
     tg, _ = _clusters(n_per=8, dim=6, seed=2)
     aligned = tg + 0.01
+    raw = before_after_panels(ev, tg, aligned, normalize=False)
+    assert raw["before alignment"]["event"].shape == (24, 6)  # PCA to min(De, Dt)
+    np.testing.assert_array_equal(raw["after alignment"]["event"], aligned)
     panels = before_after_panels(ev, tg, aligned)
-    assert panels["before alignment"]["event"].shape == (24, 6)  # PCA to min(De, Dt)
-    np.testing.assert_array_equal(panels["after alignment"]["event"], aligned)
+    np.testing.assert_allclose(panels["after alignment"]["event"],
+                               aligned / np.linalg.norm(aligned, axis=1, keepdims=True))
+    np.testing.assert_allclose(np.linalg.norm(panels["after alignment"]["target"], axis=1), 1.0)
     scenes = [f"scene{c}" for c in labels]
     path = plot_feature_space(panels, tmp_path / "tsne.png", scenes=scenes, method="tsne")
     _assert_png(path)
