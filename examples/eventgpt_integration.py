@@ -12,7 +12,8 @@ The real pipeline (dimensions checked in the public EventGPT / Video-LLaVA sourc
   Video-LLaVA's projector turns them into the draft's ``inputs_embeds`` prefix, so the draft reads the
   event view of the scene in exactly the space the target reads the RGB view in. (Aligning EventGPT's
   pooled ``[582, 4096]`` LLM tokens instead would be an adapter with event_dim=target_dim=4096 and no
-  grid resampling; the flow below is the same.)
+  grid resampling; the flow below is the same.) EventGPT encodes 5 frames per sample: each frame
+  goes through the same adapter; the stand-in below uses one frame per sample.
 
 This script runs that flow end to end with tiny stand-ins built from configs (nothing is downloaded):
 event tokens 1 + 6x6 of width 32, target tokens 4x4 of width 32, LLaMA-architecture LMs of width 48.
