@@ -88,6 +88,23 @@ def test_forward_shapes_and_equivalence_to_manual_pipeline():
     torch.testing.assert_close(out.images, img)
 
 
+def test_evaluation_losses_against_targets():
+    model = make_model()
+    voxel = torch.randn(2, 5, H, W)
+    pooled_t, tokens_t = torch.randn(2, 64), torch.randn(2, 17, 64)
+    with torch.no_grad():
+        out = model(event_features=voxel, target_features=pooled_t)  # the other strategies' input name
+        tok = model(voxel, target_features=tokens_t)
+    a, t = out.aligned_features.double(), pooled_t.double()
+    assert torch.isclose(out.mse_loss.double(), ((a - t) ** 2).mean(), rtol=1e-5)
+    cos = (a * t).sum(-1) / (a.norm(dim=-1) * t.norm(dim=-1))
+    assert torch.isclose(out.cosine_loss.double(), (1 - cos).mean(), rtol=1e-5)
+    assert torch.equal(out.loss, out.mse_loss)
+    assert torch.isclose(tok.mse_loss.double(), ((tok.token_features.double() - tokens_t.double()) ** 2).mean(), rtol=1e-5)
+    with pytest.raises(ValueError, match="target_features"):
+        model(voxel, target_features=torch.randn(2, 10))
+
+
 def test_penultimate_layer_tokens():
     model = make_model(feature_layer=-2)
     voxel = torch.randn(1, 5, H, W)

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from ..events.representations import voxel_grid
 from ..modeling_utils import EvalignPreTrainedModel
@@ -54,9 +55,11 @@ def _window_events(window: Any) -> tuple[Any, Any, Any, Any]:
 class ReconstructionAlignmentModule(EvalignPreTrainedModel):
     """Events -> reconstructed frames -> frozen CLIP features (see :class:`ReconstructionAlignmentConfig`).
 
-    Tensor interface: ``forward(voxel, prev_states=None)`` with ``voxel`` ``[B, num_bins, H, W]`` (one
-    step) or ``[B, S, num_bins, H, W]`` (S recurrent steps, features of the last) ->
-    :class:`ReconstructionAlignmentOutput`. Event interface (one sequence at a time, state kept on the
+    Tensor interface: ``forward(voxel, prev_states=None, target_features=None)`` with ``voxel``
+    ``[B, num_bins, H, W]`` (one step) or ``[B, S, num_bins, H, W]`` (S recurrent steps, features of the
+    last) -> :class:`ReconstructionAlignmentOutput`. ``event_features`` is accepted as an alias of
+    ``voxel`` (the other strategies' input name); ``target_features`` ``[B, D]`` (compared with the pooled
+    features) or ``[B, T, D]`` (with the tokens) adds evaluation losses. Event interface (one sequence at a time, state kept on the
     module): :meth:`reset`, :meth:`encode_window`, :meth:`encode_stream`.
     """
 
@@ -104,7 +107,10 @@ class ReconstructionAlignmentModule(EvalignPreTrainedModel):
         )
 
     # ---- tensor interface ---------------------------------------------------------------------------
-    def forward(self, voxel: torch.Tensor, prev_states=None) -> ReconstructionAlignmentOutput:
+    def forward(self, voxel: torch.Tensor | None = None, prev_states=None, *, event_features=None,
+                target_features: torch.Tensor | None = None) -> ReconstructionAlignmentOutput:
+        if voxel is None:
+            voxel = event_features
         if not isinstance(voxel, torch.Tensor) or voxel.dim() not in (4, 5):
             shape = tuple(voxel.shape) if isinstance(voxel, torch.Tensor) else type(voxel).__name__
             raise ValueError(f"voxel has shape {shape}: expected [B, num_bins, H, W] or [B, S, num_bins, H, W]")
@@ -113,7 +119,17 @@ class ReconstructionAlignmentModule(EvalignPreTrainedModel):
         for s in range(steps.shape[1]):
             out = self.reconstructor(steps[:, s], prev_states=states)
             states = out.states
-        return self._features(out.image, states)
+        result = self._features(out.image, states)
+        if target_features is not None:
+            pred = result.aligned_features if target_features.dim() == 2 else result.token_features
+            if not isinstance(target_features, torch.Tensor) or target_features.shape != pred.shape:
+                raise ValueError(f"target_features has shape {tuple(target_features.shape)}: expected "
+                                 f"{tuple(result.aligned_features.shape)} (pooled) or {tuple(result.token_features.shape)} (tokens)")
+            target = target_features.to(pred.dtype)
+            result.mse_loss = F.mse_loss(pred, target)
+            result.cosine_loss = (1 - F.cosine_similarity(pred, target, dim=-1)).mean()
+            result.loss = result.mse_loss
+        return result
 
     def _features(self, image: torch.Tensor, states) -> ReconstructionAlignmentOutput:
         images = robust_rescale(image, self.config.percentile_low, self.config.percentile_high)

@@ -32,8 +32,13 @@ class ReconstructionAlignmentOutput(ModelOutput):
     images: ``[B, 1, H, W]`` reconstructed intensity after the robust rescale, in [0, 1].
     pixel_values: ``[B, 3, S, S]`` the CLIP input (S = the tower's image size).
     states: the reconstruction net's recurrent states after the last step (see ``ReconstructionOutput``).
+    loss, mse_loss, cosine_loss: scalars, only when ``target_features`` were given (evaluation: nothing is
+        trained): ``loss = mse_loss`` = MSE to the targets, ``cosine_loss`` = mean(1 - cos), over rows/tokens.
     """
 
+    loss: torch.Tensor | None = None
+    mse_loss: torch.Tensor | None = None
+    cosine_loss: torch.Tensor | None = None
     aligned_features: torch.Tensor | None = None
     token_features: torch.Tensor | None = None
     images: torch.Tensor | None = None
