@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from modeling_evalign.events import representations as rep
 from modeling_evalign.events.representations import (
     count_frames,
     event_histogram_image,
@@ -16,6 +17,12 @@ from modeling_evalign.events.representations import (
 )
 
 H, W = 7, 11
+
+
+@pytest.fixture(autouse=True, params=["torch-kernels", "cpu-via-numpy"])
+def _torch_cpu_route(request, monkeypatch):
+    """Run every test with the torch kernels (as on GPU) and with CPU tensors routed through numpy."""
+    monkeypatch.setattr(rep, "CPU_TENSORS_VIA_NUMPY", request.param == "cpu-via-numpy")
 
 
 def random_stream(n, seed=0, height=H, width=W, t_span=10_000, ties=True):

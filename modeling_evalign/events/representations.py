@@ -21,6 +21,18 @@ __all__ = ["count_frames", "event_histogram_image", "eventgpt_frames", "voxel_gr
 # EventGPT colours: p=1 red, p=0 blue, on a white canvas
 _EVENTGPT_COLORS = np.array([[0, 0, 255], [255, 0, 0]], dtype=np.uint8)
 _STD_FLOOR = 1e-6
+# CPU tensors go through the numpy kernels (zero-copy): torch's CPU index_add_/bincount are several
+# times slower than np.bincount. The torch kernels serve other devices (tests switch this off).
+CPU_TENSORS_VIA_NUMPY = True
+
+
+def _via_numpy(fn, x, y, t, p, *args, **kwargs):
+    out = fn(*(a.numpy() for a in (x, y, t, p)), *args, **kwargs)
+    return torch.from_numpy(out)
+
+
+def _cpu_tensors(x) -> bool:
+    return CPU_TENSORS_VIA_NUMPY and isinstance(x, torch.Tensor) and x.device.type == "cpu"
 
 
 def _check(x, y, t, p, height, width) -> tuple[bool, int, int]:
@@ -46,6 +58,8 @@ def voxel_grid(x, y, t, p, num_bins: int, height: int, width: int, normalize: bo
     """
     use_torch, height, width = _check(x, y, t, p, height, width)
     num_bins = _check_count("num_bins", num_bins)
+    if _cpu_tensors(x):
+        return _via_numpy(voxel_grid, x, y, t, p, num_bins, height, width, normalize)
     hw = height * width
     size = num_bins * hw
     n = int(x.shape[0])
@@ -205,6 +219,8 @@ def count_frames(x, y, t, p, height: int, width: int, num_frames: int = 1, split
     num_frames = _check_count("num_frames", num_frames)
     if split not in ("time", "count"):
         raise ValueError(f"split must be 'time' or 'count', got {split!r}")
+    if _cpu_tensors(x):
+        return _via_numpy(count_frames, x, y, t, p, height, width, num_frames, split)
     hw = height * width
     size = num_frames * 2 * hw
     n = int(x.shape[0])
