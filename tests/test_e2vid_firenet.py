@@ -168,6 +168,13 @@ def test_bad_input_and_config_errors():
         model(torch.randn(1, 5, 8, 8), prev_states=(torch.zeros(1, 1, 16, 8, 8),))
     with pytest.raises(ValueError, match=r"prev_states\[0\]"):
         model(torch.randn(2, 5, 8, 8), prev_states=(torch.zeros(1, 1, 16, 8, 8),) * 2)
+    with pytest.raises(ValueError, match=r"spatially: expected \(8, 8\)"):
+        model(torch.randn(1, 5, 8, 8), prev_states=(torch.zeros(1, 1, 16, 6, 8),) * 2)
+    e2vid = small_e2vid().eval()
+    states = e2vid(torch.randn(1, 5, 16, 16)).states
+    with pytest.raises(ValueError, match=r"prev_states\[0\] is \(8, 8\) spatially: expected \(12, 8\)"):
+        e2vid(torch.randn(1, 5, 24, 16), prev_states=states)
+    e2vid(torch.randn(1, 5, 15, 13), prev_states=states)  # pads to 16x16: the states fit
     with pytest.raises(ValueError, match="norm"):
         E2VIDConfig(norm="GN")
     with pytest.raises(ValueError, match="skip_type"):

@@ -169,8 +169,9 @@ class RecurrentConvLayer(nn.Module):
         return self.recurrent_block(self.conv(x), state)
 
 
-def check_states(states, expected: int, batch: int, name: str) -> None:
-    """Validate ``prev_states`` (a sequence of ``expected`` tensors ``[B, S, C, h, w]``) with a clear message."""
+def check_states(states, expected: int, batch: int, name: str, sizes=None) -> None:
+    """Validate ``prev_states`` (a sequence of ``expected`` tensors ``[B, S, C, h, w]``, with ``(h, w)`` equal
+    to ``sizes[i]`` when given) with a clear message."""
     if not isinstance(states, (list, tuple)) or len(states) != expected:
         got = f"{type(states).__name__} of length {len(states)}" if isinstance(states, (list, tuple)) else type(states).__name__
         raise ValueError(f"{name}.prev_states must be a tuple of {expected} state tensors (one per recurrent layer), got {got}")
@@ -180,4 +181,9 @@ def check_states(states, expected: int, batch: int, name: str) -> None:
             raise ValueError(
                 f"{name}.prev_states[{i}] has shape {shape}: expected [B={batch}, S, C, h, w]; "
                 "states from a different batch size or frame size cannot be reused (call with prev_states=None to reset)"
+            )
+        if sizes is not None and tuple(s.shape[-2:]) != tuple(sizes[i]):
+            raise ValueError(
+                f"{name}.prev_states[{i}] is {tuple(s.shape[-2:])} spatially: expected {tuple(sizes[i])} for this "
+                "input size; states cannot be carried across frame sizes (call with prev_states=None to reset)"
             )

@@ -65,11 +65,13 @@ class E2VIDModel(RecurrentReconstructionPreTrainedModel):
     def forward(self, voxel: torch.Tensor, prev_states=None) -> ReconstructionOutput:
         self._check_voxel(voxel)
         n = self.config.num_encoders
+        x, pad = self._pad(voxel)
         if prev_states is None:
             prev_states = (None,) * n
         else:
-            check_states(prev_states, n, voxel.shape[0], type(self).__name__)
-        x, pad = self._pad(voxel)
+            hp, wp = x.shape[-2:]
+            sizes = [(hp >> (i + 1), wp >> (i + 1)) for i in range(n)]
+            check_states(prev_states, n, voxel.shape[0], type(self).__name__, sizes)
         x = self.head(x)
         head = x
         blocks, states = [], []

@@ -43,7 +43,7 @@ class FireNetModel(RecurrentReconstructionPreTrainedModel):
         if prev_states is None:
             prev_states = (None, None)
         else:
-            check_states(prev_states, 2, voxel.shape[0], type(self).__name__)
+            check_states(prev_states, 2, voxel.shape[0], type(self).__name__, [voxel.shape[-2:]] * 2)
         x, s0 = self.head(voxel, prev_states[0])
         x, s1 = self.resblocks[0](x, prev_states[1])
         x = self.resblocks[1](x)
