@@ -26,13 +26,12 @@ _STRATEGY_SUMMARY = {
 
 def _metric_type(name: str) -> str:
     """Hub-friendly metric id: 'R@1' -> 'recall_at_1', 'cosine sim' -> 'cosine_sim'."""
-    name = name.strip().replace("@", "_at_")
-    name = re.sub(r"[^0-9A-Za-z]+", "_", name).strip("_").lower()
-    return {"r_at_1": "recall_at_1", "r_at_5": "recall_at_5", "r_at_10": "recall_at_10"}.get(name, name) or "metric"
+    name = re.sub(r"(?i)(^|\W)r@(\d+)", r"\1recall_at_\2", name.strip()).replace("@", "_at_")
+    return re.sub(r"[^0-9A-Za-z]+", "_", name).strip("_").lower() or "metric"
 
 
 def _task_type(name: str) -> str:
-    return "retrieval" if re.match(r"(?i)^(r@|recall)", name.strip()) else "feature-extraction"
+    return "retrieval" if re.search(r"(?i)(^|\W)(r@\d|recall)", name) else "feature-extraction"
 
 
 def _normalise_metrics(metrics: Mapping[str, Any]) -> dict[str, dict[str, float]]:

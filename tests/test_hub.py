@@ -255,3 +255,38 @@ def test_push_rejects_bad_input(tmp_path):
     (tmp_path / "empty" / "config.json").write_text("{}")
     with pytest.raises(ValueError, match="namespace/name"):
         push_to_hub(tmp_path / "empty", "no-namespace")
+
+
+def test_model_card_metadata_tables_and_plot(tmp_path):
+    """The card parses back with ModelCard.load; every metric is a model-index result; tables match."""
+    from huggingface_hub import ModelCard
+
+    from modeling_evalign.plots import plot_training_curve
+
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    (ckpt / "config.json").write_text(json.dumps({"event_dim": 12}))
+    curve = plot_training_curve(HISTORY, tmp_path / "elsewhere" / "curve.png")
+    metrics = {"1s": {"val/mean/R@1": 0.5, "mse": 0.25}, "20s": {"val/mean/R@1": 0.125}}
+    readme = write_model_card(ckpt, model_id="org/m", strategy="contrastive", metrics=metrics,
+                              training_info={"epochs": 2, "lr": 0.0005, "nested": {"x": 1}},
+                              datasets="org/dsec", plot_path=curve, base_model="openai/clip-vit-large-patch14")
+    assert (ckpt / "curve.png").read_bytes() == curve.read_bytes()  # copied next to the card
+    card = ModelCard.load(readme)
+    got = {(r.dataset_config, r.metric_name): (r.metric_value, r.task_type, r.metric_type) for r in card.data.eval_results}
+    assert got == {
+        ("1s", "val/mean/R@1"): (0.5, "retrieval", "val_mean_recall_at_1"),
+        ("1s", "mse"): (0.25, "feature-extraction", "mse"),
+        ("20s", "val/mean/R@1"): (0.125, "retrieval", "val_mean_recall_at_1"),
+    }
+    assert card.data.base_model == "openai/clip-vit-large-patch14" and card.data.datasets == ["org/dsec"]
+    assert "| config | val/mean/R@1 | mse |" in card.text
+    assert "| 1s | 0.5 | 0.25 |" in card.text and "| 20s | 0.125 | - |" in card.text
+    assert "| epochs | 2 |" in card.text and "| lr | 0.0005 |" in card.text and "nested" not in card.text
+    assert "![Training curve](curve.png)" in card.text and "torch.randn(4, 12)" in card.text
+    with pytest.raises(ValueError, match=r"metrics\['R@1'\]=nan"):
+        write_model_card(ckpt, model_id="org/m", strategy="x", metrics={"R@1": float("nan")})
+    with pytest.raises(FileNotFoundError, match="plot_path"):
+        write_model_card(ckpt, model_id="org/m", strategy="x", metrics={}, plot_path=tmp_path / "none.png")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        write_model_card(tmp_path / "nope", model_id="org/m", strategy="x", metrics={})
