@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
 from typing import Any
 
 from transformers import PreTrainedConfig
@@ -25,6 +28,23 @@ class EvalignConfig(PreTrainedConfig):
                 "Load it with AutoConfig/AutoModel or the matching evalign class."
             )
         return super().from_dict(config_dict, **kwargs)
+
+    def save_pretrained(self, save_directory: str | os.PathLike, push_to_hub: bool = False, **kwargs):
+        """Save ``config.json`` plus the bundled module files and ``auto_map`` (see ``remote_code``)."""
+        from .io_utils import atomic_write_json
+        from .modeling_utils import auto_class_disabled
+        from .remote_code import write_bundle
+
+        if push_to_hub:
+            raise ValueError("push_to_hub is not done inside save_pretrained: use modeling_evalign.hub.push_to_hub")
+        save_directory = Path(save_directory)
+        with auto_class_disabled(self):
+            super().save_pretrained(save_directory, **kwargs)
+        auto_map = write_bundle(self, save_directory)
+        path = save_directory / "config.json"
+        config = json.loads(path.read_text())
+        config["auto_map"] = {**config.get("auto_map", {}), **auto_map}
+        atomic_write_json(path, config)
 
     def _check(self, ok: bool, field: str, expected: str) -> None:
         """Raise a ValueError naming the field, its value and what was expected when ``ok`` is false."""

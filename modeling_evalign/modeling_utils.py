@@ -45,7 +45,7 @@ class EvalignPreTrainedModel(PreTrainedModel):
                     if item.is_file() and not item.name.endswith(_REGENERATED_SUFFIXES) and item.name != "config.json":
                         (tmp / item.name).write_bytes(item.read_bytes())
             # transformers' own remote-code copy cannot follow our package-relative imports.
-            with _auto_class_disabled(self):
+            with auto_class_disabled(self, self.config):
                 super().save_pretrained(tmp, *args, **kwargs)
             auto_map = write_bundle(self, tmp)
             config_path = tmp / "config.json"
@@ -64,12 +64,26 @@ class EvalignPreTrainedModel(PreTrainedModel):
             raise ValueError(f"{name} has shape {tuple(x.shape)}: expected {expected} with D={dim}")
 
 
+_UNSET = object()
+
+
 @contextlib.contextmanager
-def _auto_class_disabled(model: PreTrainedModel):
-    model_auto, config_auto = model._auto_class, model.config._auto_class
-    model._auto_class = None
-    model.config._auto_class = None
+def auto_class_disabled(*objects):
+    """Hide ``_auto_class`` on the given objects and their classes while transformers saves.
+
+    ``register_for_auto_class`` sets it on the CLASS, and transformers then copies the module files
+    itself, which fails on our package-relative imports; we write the bundle ourselves instead.
+    """
+    saved = []
+    for obj in objects:
+        for holder in (obj, type(obj)):
+            saved.append((holder, holder.__dict__.get("_auto_class", _UNSET)))
+            holder._auto_class = None
     try:
         yield
     finally:
-        model._auto_class, model.config._auto_class = model_auto, config_auto
+        for holder, value in reversed(saved):
+            if value is _UNSET:
+                delattr(holder, "_auto_class")
+            else:
+                holder._auto_class = value

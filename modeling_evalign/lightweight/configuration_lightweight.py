@@ -79,15 +79,4 @@ class LightweightAlignmentConfig(EvalignConfig):
         self._check(self.initializer_range > 0, "initializer_range", "> 0")
         super().__post_init__(**kwargs)
 
-    def save_pretrained(self, save_directory, *args, **kwargs):
-        # With register_for_auto_class, transformers would copy this file alone and fail on its
-        # package-relative imports; a model's save bundles the files (base class), a bare config does not.
-        auto_class = self._auto_class
-        self._auto_class = None
-        try:
-            return super().save_pretrained(save_directory, *args, **kwargs)
-        finally:
-            self._auto_class = auto_class
-
-
 LightweightAlignmentConfig.register_for_auto_class()
