@@ -153,6 +153,8 @@ def feature_agreement_proxy(
 def _check_model(model: Any, name: str) -> None:
     if not isinstance(model, torch.nn.Module) or not hasattr(model, "get_input_embeddings"):
         raise TypeError(f"{name} must be a Hugging Face causal LM (torch.nn.Module with get_input_embeddings)")
+    if model.training:
+        raise ValueError(f"{name} is in training mode (dropout makes the counts random): call {name}.eval() first")
 
 
 def _prefix(embeds: Any, model: torch.nn.Module, name: str) -> torch.Tensor:

@@ -188,4 +188,6 @@ def test_bad_inputs_raise(models):
         measure_acceptance(object(), target, prompt, prompt)
     with pytest.raises(TypeError, match="target_inputs_embeds"):
         measure_acceptance(draft, target, prompt, prompt.numpy())
+    with pytest.raises(ValueError, match=r"training mode.*eval\(\)"):
+        measure_acceptance(LlamaForCausalLM(tiny_llama_config(hidden_size=HIDDEN)), target, prompt, prompt)
     assert not math.isnan(measure_acceptance(draft, target, prompt, prompt, max_new_tokens=1).alpha)
