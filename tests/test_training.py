@@ -237,6 +237,16 @@ def test_dsec_image_pairs_end_to_end(tmp_path_factory, tmp_path):
     total = info["counts"]["train"] + info["counts"]["val"]
     assert 8 <= total <= 12 and info["global_steps"] == info["counts"]["train"] // 4
     assert (tmp_path / "runs" / "500ms" / "final" / "adapter" / "adapter_config.json").is_file()
+    # feature strategies on DSEC: features are extracted with the frozen CLIP first (once), then trained on
+    argv = ["--strategy", "lightweight", "--dsec_data_dir", str(tree), "--durations", "1s", "--dsec_cache_dir",
+            str(tmp_path / "cache"), "--clip_model", str(tmp_path / "clip"), "--num_epochs", "1", "--batch_size", "2",
+            "--output_dir", str(tmp_path / "lw"), "--cpu"]
+    assert main(argv) == 0
+    info = json.loads((tmp_path / "lw" / "1s" / "final" / "training_info.json").read_text())
+    features = AlignmentDataset.from_directory(tmp_path / "lw" / "1s" / "features" / "train")
+    assert info["data"]["type"] == "dsec_features" and info["dims"] == {"event_dim": 64, "target_dim": 64}
+    tail = info["data"]["val_split"] == "tail"  # no validation sequence: the last rows of train are held out
+    assert (info["counts"]["train"] + info["counts"]["val"] if tail else info["counts"]["train"]) == len(features) >= 4
 
 
 def test_every_duration_is_checked_before_training(tmp_path):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -134,14 +135,52 @@ def load_dsec_image_data(config: TrainConfig, duration: str, image_size: int) ->
     return TrainData(train, val, source)
 
 
+def load_dsec_feature_data(config: TrainConfig, duration: str) -> TrainData:
+    """DSEC builder splits -> frozen-CLIP feature directories under ``output_dir/features/<split>`` -> datasets.
+
+    Extraction (EventGPT-pooled event features, penultimate-layer CLS target features, see
+    ``features.extraction``) runs once and resumes after a kill; later runs reuse the finished directories.
+    """
+    from ..data.alignment_dataset import AlignmentDataset
+    from ..data.dsec_builder import DsecAlignmentBuilder
+    from ..features.extraction import extract_features
+
+    builder = DsecAlignmentBuilder(config_name=duration, data_dir=config.dsec_data_dir, cache_dir=config.dsec_cache_dir)
+    builder.download_and_prepare()
+    splits = set(builder.info.splits or {})
+    val_name = next((s for s in ("validation", "test") if s in splits), None)
+    root = Path(config.output_dir) / "features"
+    encoder = _clip_vision_model(config.clip_model, config.clip_revision)
+    for split in ("train", val_name) if val_name else ("train",):
+        extract_features(builder.as_dataset(split=split), root / split, encoder, split=split)
+    train = AlignmentDataset.from_directory(root / "train")
+    val = AlignmentDataset.from_directory(root / val_name) if val_name else None
+    event_dim, target_dim = train.event_dim, train.target_dim
+    if val is None:
+        train, val = tail_split(train, config.val_fraction)
+    source = {"type": "dsec_features", "data_dir": config.dsec_data_dir, "duration": duration,
+              "features_dir": str(root), "val_split": val_name or "tail", "clip_model": config.clip_model,
+              "clip_revision": config.clip_revision}
+    return TrainData(train, val, source, event_dim, target_dim)
+
+
+def _clip_vision_model(name_or_path: str, revision: str):
+    from transformers import CLIPVisionModel
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # a full CLIP checkpoint's text weights are expected to be unused
+    try:
+        return CLIPVisionModel.from_pretrained(name_or_path, revision=revision)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+
+
 def load_data(config: TrainConfig, duration: str | None, image_size: int | None = None) -> TrainData:
     """The data of one run; ``config`` is already specialised to ``duration``."""
     if config.strategy in FEATURE_STRATEGIES:
         if config.train_dir is None:
-            raise ValueError(
-                f"strategy {config.strategy!r} trains on feature directories (train_dir): extract features from "
-                "the DSEC builder first (dataset_scripts/extract_features.py)"
-            )
+            return load_dsec_feature_data(config, duration)
         return load_feature_data(config)
     if config.dsec_data_dir is None:
         raise ValueError(f"strategy {config.strategy!r} trains on DSEC image pairs: give dsec_data_dir and durations")

@@ -376,15 +376,19 @@ def run(config: TrainConfig) -> list[TrainResult]:
     Every run's inputs are checked and its data loaded before the first training starts, so a bad path,
     an incompatible checkpoint or a batch larger than one duration's data fails fast, not hours later.
     """
+    from accelerate import PartialState
+
     runs = [config.for_duration(d) for d in config.runs()]
     loaded = []
+    state = PartialState(cpu=config.cpu)
     for run_config, duration in zip(runs, config.runs()):
         run_config.check_paths()
         ckpt = resolve_checkpoint(run_config.resume_from_checkpoint, run_config.output_dir)
         if ckpt is not None:
             check_compatible(ckpt, run_config.strategy, STRATEGY_MODEL_TYPES[run_config.strategy])
         image_size = None if run_config.strategy in FEATURE_STRATEGIES else _image_size(run_config)
-        data = load_data(run_config, duration, image_size=image_size)
+        with state.main_process_first():  # one process prepares the builder cache / extracts features
+            data = load_data(run_config, duration, image_size=image_size)
         if run_config.batch_size > len(data.train):
             raise ValueError(
                 f"batch_size={run_config.batch_size} is larger than the training data of "
