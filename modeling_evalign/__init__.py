@@ -39,6 +39,13 @@ _LAZY: dict[str, str] = {
     "TrainingResult": "modeling_evalign.trainer",
     "AlignmentDataset": "modeling_evalign.data.alignment_dataset",
     "DsecAlignmentBuilder": "modeling_evalign.data.dsec_builder",
+    # evaluation
+    "diagnose": "modeling_evalign.diagnosis",
+    "DiagnosisReport": "modeling_evalign.diagnosis",
+    "measure_acceptance": "modeling_evalign.speculative",
+    "acceptance_from_trace": "modeling_evalign.speculative",
+    "feature_agreement_proxy": "modeling_evalign.speculative",
+    "AcceptanceResult": "modeling_evalign.speculative",
     # selection
     "auto_select_alignment_strategy": "modeling_evalign.selection",
     "print_strategy_recommendation": "modeling_evalign.selection",
