@@ -171,3 +171,36 @@ def test_word_level_tokenizer_wraps_with_bos_eos():
     expected = [vocab["[BOS]"], vocab["a"], vocab["photo"], vocab["of"], vocab["a"], vocab["[UNK]"], vocab["."],
                 vocab["[EOS]"]]
     assert ids == expected
+
+
+@pytest.mark.slow
+def test_remote_code_load_without_package(tower, tmp_path):
+    """The bundled module files alone (modeling_evalign blocked) load the model and zero-shot agrees."""
+    import json
+    import subprocess
+    import sys
+    import textwrap
+
+    model = _model(tower)
+    model.save_pretrained(tmp_path / "ckpt")
+    x = torch.randn(3, 24)
+    expected = model.zero_shot_classify(x, CLASSES).probabilities
+    torch.save({"x": x}, tmp_path / "x.pt")
+    code = textwrap.dedent(f"""
+        import json, sys, importlib.abc
+        class _Block(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] == "modeling_evalign":
+                    raise ModuleNotFoundError(name)
+        sys.meta_path.insert(0, _Block())
+        import torch
+        from transformers import AutoModel
+        m = AutoModel.from_pretrained({str(tmp_path / "ckpt")!r}, trust_remote_code=True)
+        p = m.zero_shot_classify(torch.load({str(tmp_path / "x.pt")!r})["x"], {CLASSES!r}).probabilities
+        print(json.dumps({{"module": type(m).__module__, "p": p.tolist()}}))
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert got["module"].startswith("transformers_modules")
+    torch.testing.assert_close(torch.tensor(got["p"]), expected, rtol=1e-5, atol=1e-6)
