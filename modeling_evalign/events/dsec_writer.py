@@ -21,7 +21,12 @@ class DsecEventWriter:
     """
 
     def __init__(
-        self, path: str | os.PathLike, t_offset: int = 0, chunk_events: int = 1 << 17, clevel: int = 1
+        self,
+        path: str | os.PathLike,
+        t_offset: int = 0,
+        chunk_events: int = 1 << 17,
+        clevel: int = 1,
+        cname: str = "zstd",
     ):
         import h5py
 
@@ -30,7 +35,7 @@ class DsecEventWriter:
             raise ValueError(f"chunk_events must be >= 1, got {chunk_events}")
         self.chunk = int(chunk_events)
         self._f = h5py.File(self.path, "w")
-        comp = blosc_zstd(clevel)
+        comp = blosc_zstd(clevel, cname)
         self._ds = {
             name: self._f.create_dataset(
                 name, shape=(0,), maxshape=(None,), dtype=dt, chunks=(self.chunk,), **comp
