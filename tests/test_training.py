@@ -71,6 +71,8 @@ def test_resume_equals_uninterrupted(tmp_path, strategy):
     a = load_file(str(tmp_path / "full" / "final" / "model.safetensors"))
     b = load_file(str(tmp_path / "part" / "final" / "model.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    info = json.loads((tmp_path / "part" / "final" / "training_info.json").read_text())
+    assert info["resumed_from"].endswith("checkpoint-4") and info["losses"] == full.losses
     # and the run did learn something (the comparison is not between two untrained models)
     assert full.losses[-1] < full.losses[0]
 

@@ -54,3 +54,7 @@ def test_two_processes_equal_one_process(tmp_path):
         "rng_state_0.pt", "rng_state_1.pt"]
     for key in ("e2t/R@1", "mse", "cosine"):
         assert info["final_metrics"][key] == pytest.approx(one.val_metrics[-1][key], rel=1e-5)
+    # a 2-process checkpoint holds one RNG state per process: resuming it with 1 process is refused up front
+    with pytest.raises(ValueError, match="2 process"):
+        train(TrainConfig(strategy="contrastive", train_dir=str(train_dir), val_dir=str(val_dir), num_epochs=2,
+                          batch_size=16, cpu=True, output_dir=str(tmp_path / "two"), resume_from_checkpoint="latest"))

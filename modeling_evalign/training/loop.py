@@ -273,7 +273,7 @@ def train(config: TrainConfig, duration: str | None = None, data: TrainData | No
     result = TrainResult(output_dir, state.global_step, list(state.losses), list(state.val_metrics), interrupted,
                          last_checkpoint)
     if not interrupted:
-        _finish(accelerator, config, unwrapped, state, data, duration, elapsed)
+        _finish(accelerator, config, unwrapped, state, data, duration, elapsed, resumed_from=checkpoint)
     if config.log_with:
         accelerator.end_training()
     return result
@@ -307,7 +307,8 @@ def _epoch_history(state: TrainerState, steps_per_epoch: int) -> list[dict[str, 
     return history
 
 
-def _finish(accelerator, config: TrainConfig, model, state: TrainerState, data: TrainData, duration, elapsed):
+def _finish(accelerator, config: TrainConfig, model, state: TrainerState, data: TrainData, duration, elapsed,
+            resumed_from: Path | None = None):
     """Final directory: save_pretrained, adapter / merged export, training_info.json, card, optional push."""
     accelerator.wait_for_everyone()
     if not accelerator.is_main_process:
@@ -334,7 +335,8 @@ def _finish(accelerator, config: TrainConfig, model, state: TrainerState, data: 
         "losses": state.losses,
         "history": _epoch_history(state, steps_per_epoch),
         "final_metrics": final_metrics,
-        "train_time_s": round(elapsed, 3),
+        "train_time_s": round(elapsed, 3),  # this session only (a resumed run counts from the resume)
+        "resumed_from": str(resumed_from) if resumed_from else None,
         "versions": _versions(),
         "train_config": config.to_dict(),
     }
