@@ -10,11 +10,10 @@ so each process sees the negatives of the whole global batch.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import signal
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -195,7 +194,7 @@ def train(config: TrainConfig, duration: str | None = None, data: TrainData | No
         model = build_model(config, clip_model=clip_model)
         data = data or load_data(config, duration, image_size=model.target_encoder.config.image_size)
     n_train = len(data.train)
-    steps_per_epoch = ShardedBatchSampler(n_train, config.batch_size, rank, world, config.seed, 0).__len__()
+    steps_per_epoch = len(ShardedBatchSampler(n_train, config.batch_size, rank, world, config.seed, 0))
     total_steps = steps_per_epoch * config.num_epochs
 
     from transformers import get_cosine_schedule_with_warmup
@@ -398,11 +397,6 @@ def run(config: TrainConfig) -> list[TrainResult]:
             )
         loaded.append(data)
     return [train(rc, duration=d, data=data) for rc, d, data in zip(runs, config.runs(), loaded)]
-
-
-def result_summary(results: list[TrainResult]) -> str:
-    return json.dumps([{**asdict(r), "output_dir": str(r.output_dir), "checkpoint": str(r.checkpoint)}
-                       for r in results], default=str)[:2000]
 
 
 __all__ = ["STRATEGY_MODEL_TYPES", "TrainResult", "build_model", "evaluate", "run", "train"]
