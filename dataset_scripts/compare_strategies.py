@@ -14,6 +14,8 @@ with ``--umap``) of event/target features before and after alignment, coloured b
 extracting features with a reconstruction encoder. ``--tiny-text-tower`` builds a random tiny CLIP
 text tower for the scene names (tests/demo only: its text features carry no meaning).
 Writes ``<out>/report.md``, ``<out>/results.json`` and the PNGs (each with a ``.png.json`` data file).
+Every fit is saved under ``<out>/fits/<strategy>/<duration>/``; rerunning the same command after a kill
+reloads finished fits instead of training again.
 """
 
 from __future__ import annotations
@@ -102,6 +104,32 @@ def _tiny_tower(out: Path, datasets: dict, scene_key: str, target_dim: int) -> s
     return str(save_tiny_text_tower(out / "tiny_text_tower", texts, projection_dim=target_dim))
 
 
+def _fit_or_resume(fitter, train, fit_dir: Path):
+    """Fit, or reload the fit a previous (killed) run finished: the model is saved with save_pretrained
+    and ``fit.json`` (history, seconds, notes, train size) is written last, so its presence marks a
+    complete fit."""
+    import json
+
+    from transformers import AutoModel
+
+    import modeling_evalign  # noqa: F401  (registers the strategies with AutoModel)
+    from modeling_evalign.cross_duration import aligner_from_model
+    from modeling_evalign.io_utils import atomic_write_json
+
+    info_file = fit_dir / "fit.json"
+    if info_file.is_file():
+        info = json.loads(info_file.read_text())
+        if info.get("train_size") == len(train):
+            model = AutoModel.from_pretrained(fit_dir / "model")
+            print(f"resumed fit from {fit_dir}", file=sys.stderr)
+            return aligner_from_model(model, history=info["history"], seconds=info["seconds"], notes=info["notes"])
+    fitted = fitter(train)
+    fitted.model.save_pretrained(fit_dir / "model")
+    atomic_write_json(info_file, {"history": fitted.history, "seconds": fitted.seconds, "notes": fitted.notes,
+                                  "train_size": len(train)})
+    return fitted
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--features", nargs="+", required=True, help="DURATION=DIR feature directories")
@@ -157,8 +185,9 @@ def main(argv: list[str] | None = None) -> dict:
         fitter = _fitter(name, args, text_model)
         section = {"name": name, "feature_plots": [], "curve": None}
         per_duration = {}
+        fits = {}
         for duration, (train, val) in splits.items():
-            fitted = fitter(train)
+            fitted = fits[duration] = _fit_or_resume(fitter, train, out / "fits" / name / duration)
             with torch.no_grad():
                 aligned = fitted(val.event_features)
             groups = val.metadata_column(args.positive_key) if args.positive_key else None
@@ -203,7 +232,7 @@ def main(argv: list[str] | None = None) -> dict:
                         print(f"skipping {method} plot: {e}", file=sys.stderr)
                         continue
                     section["feature_plots"].append({"method": method, "file": plot.name, "duration": duration})
-        cross = cross_duration_matrix(feature_dirs, fitter=fitter, metric=args.metric,
+        cross = cross_duration_matrix(feature_dirs, fitter=fitter, fitted=fits, metric=args.metric,
                                       val_fraction=args.val_fraction, group_by=args.group_by,
                                       positive_key=args.positive_key, seed=args.seed)
         paths = write_cross_duration_report(cross, out / name)

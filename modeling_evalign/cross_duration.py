@@ -49,13 +49,20 @@ Fitter = Callable[[Any], FittedAligner]
 
 
 def _model_aligner(model) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``x -> model(x).aligned_features``; pooled-only models (triple-modal) get token inputs mean-pooled."""
     model.eval()
+    pooled_only = getattr(model.config, "model_type", "") == "evalign_triple_modal"
 
     @torch.no_grad()
     def align(x: torch.Tensor) -> torch.Tensor:
-        return model(x).aligned_features
+        return model(_pool_tokens(x) if pooled_only else x).aligned_features
 
     return align
+
+
+def aligner_from_model(model, **info) -> FittedAligner:
+    """Wrap a trained (or reloaded) alignment model; ``info``: ``history``, ``seconds``, ``notes``."""
+    return FittedAligner(_model_aligner(model), model=model, **info)
 
 
 def ridge_fitter(ridge: float = 1e-3) -> Fitter:
@@ -153,12 +160,8 @@ def triple_modal_fitter(
         if labels is not None:
             notes.append(f"{len(names)} classes from {label_key!r}")
 
-        @torch.no_grad()
-        def align(x: torch.Tensor) -> torch.Tensor:
-            return model(_pool_tokens(x)).aligned_features
-
-        return FittedAligner(align, history=history, seconds=time.perf_counter() - start,
-                             notes="; ".join(notes), model=model)
+        return aligner_from_model(model, history=history, seconds=time.perf_counter() - start,
+                                  notes="; ".join(notes))
 
     return fit
 
@@ -221,6 +224,7 @@ def cross_duration_matrix(
     feature_dirs: Mapping[str, str | os.PathLike],
     *,
     fitter: Fitter | None = None,
+    fitted: Mapping[str, FittedAligner] | None = None,
     metric: str = "mean/R@1",
     val_fraction: float = 0.25,
     group_by: str | None = None,
@@ -235,6 +239,8 @@ def cross_duration_matrix(
         feature_dirs: ``{duration label: feature directory}`` (e.g. ``{"200ms": ..., "1s": ...}``);
             every directory must have the same event and target widths.
         fitter: how to train (default :func:`ridge_fitter`).
+        fitted: already trained aligners per duration (trained on the same train split, i.e. the same
+            ``val_fraction``/``seed``/``group_by``); those durations are not refitted.
         metric: key of :func:`evaluate_alignment` kept in the matrix.
         val_fraction, group_by, seed: per-directory split (see ``AlignmentDataset.split``).
         positive_key: per-sample metadata key whose equal values count as retrieval positives.
@@ -260,7 +266,7 @@ def cross_duration_matrix(
 
         items = tqdm(names, desc="cross-duration", unit="duration")
     for train_name in items:
-        align = fitter(splits[train_name][0])
+        align = fitted[train_name] if fitted and train_name in fitted else fitter(splits[train_name][0])
         metrics[train_name] = {}
         for eval_name in names:
             val = splits[eval_name][1]

@@ -106,7 +106,7 @@ def _scene_dir(path, weight, seed):
 
 
 @pytest.mark.slow
-def test_compare_strategies_report(tmp_path):
+def test_compare_strategies_report(tmp_path, monkeypatch):
     import importlib.util
     from pathlib import Path
 
@@ -146,3 +146,24 @@ def test_compare_strategies_report(tmp_path):
     zs = results["strategies"]["triple_modal"]["per_duration"]["200ms"]
     assert "3 classes from 'scene'" in zs["notes"] and 0.0 <= zs["zero_shot_accuracy"] <= 1.0
     assert "zero-shot classification" in md
+
+    # a rerun (e.g. after a kill) reloads every finished fit instead of training again
+    def no_training(*a, **k):
+        def fit(dataset):
+            raise AssertionError("refitted although a finished fit was on disk")
+        return fit
+
+    monkeypatch.setattr(module, "_fitter", no_training)
+    again = module.main([
+        "--features", *(f"{k}={v}" for k, v in feats.items()), "--out", str(out),
+        "--strategies", "lightweight", "contrastive", "triple_modal",
+        "--epochs", "3", "--batch-size", "9", "--tiny-text-tower", "--lr", "3e-3",
+    ])
+    for name, res in results["strategies"].items():
+        for duration, entry in res["per_duration"].items():
+            redo = again["strategies"][name]["per_duration"][duration]
+            for key, value in entry["metrics"].items():
+                assert redo["metrics"][key] == pytest.approx(value, abs=1e-6), (name, duration, key)
+            assert redo["history"] == entry["history"]
+        np.testing.assert_allclose(again["strategies"][name]["cross_duration"]["matrix"],
+                                   res["cross_duration"]["matrix"], atol=1e-6)
