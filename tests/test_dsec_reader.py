@@ -232,3 +232,23 @@ def test_sequence_images_and_nearest(tmp_path):
         _ = DsecSequence(seq).image_timestamps_us
     with pytest.raises(FileNotFoundError):
         DsecSequence(tmp_path / "missing")
+
+
+def _read_in_child(args):
+    reader, start, end = args
+    win = reader.read_window(start, end)
+    return win.t, reader._pid
+
+
+def test_reader_opened_before_fork_reopens_in_the_child(recording):
+    import multiprocessing as mp
+    import os
+
+    path, _ = recording
+    reader = DsecEventReader(path)
+    parent = reader.read_window(T_OFFSET + 10_000, T_OFFSET + 90_000)  # handle open in the parent
+    with mp.get_context("fork").Pool(1) as pool:
+        t, pid = pool.map(_read_in_child, [(reader, T_OFFSET + 10_000, T_OFFSET + 90_000)])[0]
+    assert pid != os.getpid()
+    np.testing.assert_array_equal(t, parent.t)
+    reader.close()
