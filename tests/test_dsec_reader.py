@@ -121,6 +121,19 @@ def test_t_offset_of_shape_one_and_explicit_sensor_size(tmp_path):
     assert DsecEventReader(path).sensor_size == (480, 640)  # no rectify map: DSEC default
 
 
+def test_short_ms_to_idx_table_still_reads_exactly(tmp_path):
+    ev = random_events(n=2000, duration_us=50_000, seed=6)
+    path = write_file(tmp_path / "events.h5", ev, 50_000, t_offset=0)
+    with h5py.File(path, "a") as f:
+        table = f["ms_to_idx"][:20]  # covers only the first 19 ms
+        del f["ms_to_idx"]
+        f.create_dataset("ms_to_idx", data=table)
+    reader = DsecEventReader(path)
+    assert reader.time_range_us == (0, int(ev["t"][-1]) + 1)
+    for a, b in [(25_000, 40_000), (0, int(ev["t"][-1]) + 1), (18_500, 19_500)]:
+        np.testing.assert_array_equal(reader.read_window(a, b).t, ev["t"][(ev["t"] >= a) & (ev["t"] < b)])
+
+
 def test_reopens_after_fork_and_pickles(recording):
     path, ev = recording
     reader = DsecEventReader(path)

@@ -218,7 +218,7 @@ class DsecEventReader:
         a, b = t_start_us - self.t_offset, t_end_us - self.t_offset  # raw clock
         ms = f[MS_TO_IDX]
         n = self.num_events
-        i0 = int(ms[a // 1000])
+        i0 = int(ms[min(a // 1000, ms.shape[0] - 1)])  # a table shorter than the events still bounds below
         ms_b = -(-b // 1000)
         i1 = int(ms[ms_b]) if ms_b < ms.shape[0] else n
         i0, i1 = min(i0, n), min(max(i1, i0), n)
