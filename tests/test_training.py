@@ -286,3 +286,36 @@ def test_push_to_hub_at_the_end(tmp_path):
     for name in ("config.json", "model.safetensors", "training_info.json", "README.md", "modeling_lightweight.py"):
         assert files[name] == (local / name).read_bytes(), name
     assert "evalign-test/trained-tiny" in files["README.md"].decode()
+
+
+def test_image_pair_dataset_converts_histograms_and_frames():
+    import numpy as np
+    from PIL import Image
+
+    from modeling_evalign.features.clip_preprocessing import clip_preprocess
+    from modeling_evalign.training.data import ImagePairDataset
+
+    class Rows:  # the two datasets.Dataset members the wrapper uses
+        column_names = ["event_histogram", "eventgpt_frames", "rgb"]
+
+        def __init__(self, rows):
+            self.rows = rows
+
+        def __len__(self):
+            return len(self.rows)
+
+        def __getitem__(self, i):
+            return self.rows[i]
+
+    rng = np.random.default_rng(0)
+    hist = rng.random((12, 16, 3)).astype(np.float32)
+    frames = [Image.fromarray(rng.integers(0, 256, (12, 16, 3), dtype=np.uint8)) for _ in range(3)]
+    rgb = Image.fromarray(rng.integers(0, 256, (18, 24, 3), dtype=np.uint8))
+    rows = Rows([{"event_histogram": hist.tolist(), "eventgpt_frames": frames, "rgb": rgb}])
+    item = ImagePairDataset(rows, "event_histogram", "rgb", image_size=8)[0]
+    expected = clip_preprocess([(hist * 255).round().astype(np.uint8), rgb], 8)
+    assert torch.equal(item["event_pixel_values"], expected[0]) and torch.equal(item["pixel_values"], expected[1])
+    item = ImagePairDataset(rows, "eventgpt_frames", "rgb", image_size=8)[0]
+    assert torch.equal(item["event_pixel_values"], clip_preprocess([frames[-1]], 8)[0])
+    with pytest.raises(KeyError, match="voxel_grid"):
+        ImagePairDataset(rows, "voxel_grid", "rgb", image_size=8)
