@@ -215,3 +215,14 @@ def test_write_feature_directory_metadata(tmp_path):
     with pytest.raises(ValueError, match="num_sequences"):
         write_feature_directory(tmp_path / "bad", 3, 2, 2, num_sequences=4)
     assert not (tmp_path / "bad").exists()
+
+
+def test_legacy_pt_and_bfloat16_safetensors(tmp_path):
+    ev = torch.randn(4, 3)
+    # legacy (non-zip) torch format cannot be memory-mapped: read without mmap, still weights_only
+    torch.save({"features": ev}, tmp_path / "event_features.pt", _use_new_zipfile_serialization=False)
+    tg = torch.randn(4, 2).to(torch.bfloat16)  # no numpy bf16: read through safetensors instead of np.memmap
+    save_file({"features": tg}, str(tmp_path / "target_features.safetensors"))
+    ds = AlignmentDataset.from_directory(tmp_path)
+    assert torch.equal(ds.event_features, ev) and ds.target_features.dtype == torch.bfloat16
+    assert torch.equal(ds[1]["target_features"], tg[1].float())
