@@ -165,12 +165,11 @@ def ref_histogram(x, y, p, height, width, k=10.0):
     c = np.zeros((2, height, width))
     for xi, yi, pi in zip(x, y, p):
         c[pi, yi, xi] += 1
-    for ch in range(2):
-        nz = [v for v in c[ch].ravel() if v > 0]
-        if nz:
-            mean = sum(nz) / len(nz)
-            std = math.sqrt(sum((v - mean) ** 2 for v in nz) / len(nz))
-            c[ch][c[ch] > mean + k * std] = 0
+    nz = [v for v in c.ravel() if v > 0]  # one threshold over both polarities
+    if nz:
+        mean = sum(nz) / len(nz)
+        std = math.sqrt(sum((v - mean) ** 2 for v in nz) / len(nz))
+        c[c > mean + k * std] = 0
     if c.max() > 0:
         c /= c.max()
     img = np.zeros((height, width, 3))

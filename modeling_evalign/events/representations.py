@@ -261,20 +261,17 @@ def count_frames(x, y, t, p, height: int, width: int, num_frames: int = 1, split
 def event_histogram_image(x, y, t, p, height: int, width: int, hot_pixel_std: float = 10.0):
     """CEIA event histogram image: float32 ``[height, width, 3]`` RGB in [0, 1] on a BLACK background.
 
-    Counts positive (p=1) and negative (p=0) events per pixel. In each polarity channel, hot pixels
-    (count > mean + ``hot_pixel_std`` * std of that channel's non-zero counts, population std) are set
-    to 0. Both channels are then divided by their common maximum, so relative polarity strength is
-    kept: red = positive, blue = negative, green = 0. An empty stream gives zeros. Multiply by 255 and
-    cast to uint8 for a PIL image before the CLIP transform.
+    Counts positive (p=1) and negative (p=0) events per pixel, giving ``2 * H * W`` (pixel, polarity)
+    bins. Hot bins, count > mean + ``hot_pixel_std`` * std of all non-zero bins of both polarities
+    (population std), are set to 0. Both channels are then divided by their common maximum, so relative
+    polarity strength is kept: red = positive, blue = negative, green = 0. An empty stream gives zeros.
+    Multiply by 255 and cast to uint8 for a PIL image before the CLIP transform.
     """
     counts = count_frames(x, y, t, p, height, width, num_frames=1)[0]  # [2, H, W], channel = p
     if isinstance(counts, torch.Tensor):
-        for c in range(2):
-            ch = counts[c]
-            nz = ch[ch > 0]
-            if nz.numel():
-                thr = nz.mean() + hot_pixel_std * nz.std(correction=0)
-                ch[ch > thr] = 0
+        nz = counts[counts > 0]
+        if nz.numel():
+            counts = torch.where(counts > nz.mean() + hot_pixel_std * nz.std(correction=0), 0.0, counts)
         peak = counts.max()
         if float(peak) > 0:
             counts = counts / peak
@@ -283,11 +280,9 @@ def event_histogram_image(x, y, t, p, height: int, width: int, hot_pixel_std: fl
         img[..., 2] = counts[0]
         return img
     counts = counts.astype(np.float64)
-    for c in range(2):
-        ch = counts[c]
-        nz = ch[ch > 0]
-        if nz.size:
-            ch[ch > nz.mean() + hot_pixel_std * nz.std()] = 0
+    nz = counts[counts > 0]
+    if nz.size:
+        counts[counts > nz.mean() + hot_pixel_std * nz.std()] = 0
     peak = counts.max()
     if peak > 0:
         counts /= peak
