@@ -164,3 +164,50 @@ def test_image_strategy_trains_resumes_and_exports(clip_dir, tmp_path):
     assert (tmp_path / "full" / "merged" / "model.safetensors").is_file()
     assert not (tmp_path / "out" / "merged").exists()  # only on request
     assert "e2t/R@1" in full.val_metrics[-1]
+
+
+_BLOCKED_LOAD = """
+import importlib.abc, json, sys
+class _Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "modeling_evalign" or name.startswith("modeling_evalign."):
+            raise ModuleNotFoundError(f"blocked for this test: {name}")
+sys.meta_path.insert(0, _Block())
+sys.path = [p for p in sys.path if p not in ("", REPO)]
+import torch
+from transformers import AutoModel
+model = AutoModel.from_pretrained(CKPT, trust_remote_code=True)
+x = torch.load(INPUT)
+with torch.no_grad():
+    y = model(event_pixel_values=x).aligned_features
+print(json.dumps({"module": type(model).__module__, "equal": bool(torch.equal(y, torch.load(EXPECTED)))}))
+"""
+
+
+@pytest.mark.slow
+def test_trust_remote_code_without_the_package(clip_dir, tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    model = _model(clip_dir)
+    _train_step(model)
+    model.eval()
+    x = _images(2, 9)
+    with torch.no_grad():
+        torch.save(model(event_pixel_values=x).aligned_features, tmp_path / "expected.pt")
+    torch.save(x, tmp_path / "input.pt")
+    model.save_pretrained(tmp_path / "ckpt")
+    repo = str(Path(__file__).resolve().parents[1])
+    code = (f"REPO, CKPT = {repo!r}, {str(tmp_path / 'ckpt')!r}\n"
+            f"INPUT, EXPECTED = {str(tmp_path / 'input.pt')!r}, {str(tmp_path / 'expected.pt')!r}\n" + _BLOCKED_LOAD)
+    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules")}
+    env.pop("PYTHONPATH", None)
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result == {"module": result["module"], "equal": True}
+    assert result["module"].startswith("transformers_modules.")  # the bundled copy, not modeling_evalign
