@@ -17,7 +17,7 @@ class DsecEventWriter:
     recording's end time to write ``ms_to_idx`` (one entry per ms from 0 to ``ceil(end_us / 1000)``).
 
     ``chunk_events``: HDF5 chunk length (events) of the four event arrays; events are buffered and
-    written in whole chunks. The caller makes the file appear atomically (write into a temp dir).
+    written in whole chunks. ``clevel``/``cname``/``shuffle``: Blosc settings (see ``blosc_zstd``). The caller makes the file appear atomically (write into a temp dir).
     """
 
     def __init__(
@@ -25,8 +25,9 @@ class DsecEventWriter:
         path: str | os.PathLike,
         t_offset: int = 0,
         chunk_events: int = 1 << 17,
-        clevel: int = 1,
+        clevel: int = 3,
         cname: str = "zstd",
+        shuffle: str = "bit",
     ):
         import h5py
 
@@ -35,7 +36,7 @@ class DsecEventWriter:
             raise ValueError(f"chunk_events must be >= 1, got {chunk_events}")
         self.chunk = int(chunk_events)
         self._f = h5py.File(self.path, "w")
-        comp = blosc_zstd(clevel, cname)
+        comp = blosc_zstd(clevel, cname, shuffle)
         self._ds = {
             name: self._f.create_dataset(
                 name, shape=(0,), maxshape=(None,), dtype=dt, chunks=(self.chunk,), **comp
