@@ -34,6 +34,7 @@ def main(argv=None) -> list[dict]:
     ap.add_argument("--image-size", type=_size, default=(640, 480))
     ap.add_argument("--sensor-size", type=_size, default=(640, 480))
     ap.add_argument("--duration", default="200ms")
+    ap.add_argument("--repeats", type=int, default=2, help="runs per case; the fastest is reported")
     ap.add_argument("--record", default=None, help="append the table to this markdown file (flock)")
     args = ap.parse_args(argv)
 
@@ -72,32 +73,40 @@ def main(argv=None) -> list[dict]:
                 seq.image_path(fi).read_bytes()
         return len(bounds), n_events
 
-    rows = []
-    t = time.perf_counter()
-    n, n_events = plain_loop(encode=False)
-    base = time.perf_counter() - t
-    rows.append({"case": "plain loop: read window + EventGPT frames (baseline)", "s": base})
-    t = time.perf_counter()
-    plain_loop(encode=True)
-    rows.append({"case": "plain loop + PNG encode frames + RGB bytes", "s": time.perf_counter() - t})
-    with tempfile.TemporaryDirectory() as cache:
-        builder = DsecAlignmentBuilder(
-            config_name=args.duration,
-            data_dir=args.data_dir,
-            cache_dir=cache,
-            val_fraction=0.0,
-            test_fraction=0.0,
-        )
-        t = time.perf_counter()
-        builder.download_and_prepare()
-        rows.append(
-            {
-                "case": f"DsecAlignmentBuilder('{args.duration}').download_and_prepare",
-                "s": time.perf_counter() - t,
-            }
-        )
-        assert builder.info.splits["train"].num_examples == n, "builder and loop disagree on the windows"
-        size_mb = sum(f.stat().st_size for f in Path(cache).rglob("*.arrow")) / 1e6
+    def best_of(fn) -> float:  # the CPU is shared: the fastest of --repeats runs is the least disturbed
+        times = []
+        for _ in range(args.repeats):
+            t = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t)
+        return min(times)
+
+    n, n_events = plain_loop(encode=False)  # warm-up: page cache and HDF5 chunk cache as in later passes
+    base = best_of(lambda: plain_loop(encode=False))
+    rows = [
+        {"case": "plain loop: read window + EventGPT frames (baseline)", "s": base},
+        {"case": "plain loop + PNG encode frames + RGB bytes", "s": best_of(lambda: plain_loop(encode=True))},
+    ]
+
+    def prepare():
+        with tempfile.TemporaryDirectory() as cache:
+            builder = DsecAlignmentBuilder(
+                config_name=args.duration,
+                data_dir=args.data_dir,
+                cache_dir=cache,
+                val_fraction=0.0,
+                test_fraction=0.0,
+            )
+            builder.download_and_prepare()
+            if builder.info.splits["train"].num_examples != n:
+                raise RuntimeError("builder and loop disagree on the windows")
+            sizes.append(sum(f.stat().st_size for f in Path(cache).rglob("*.arrow")) / 1e6)
+
+    sizes: list[float] = []
+    rows.append(
+        {"case": f"DsecAlignmentBuilder('{args.duration}').download_and_prepare", "s": best_of(prepare)}
+    )
+    size_mb = sizes[-1]
     lines = [
         f"{args.seconds:g} s sequence, events {sw}x{sh} ({n_events / 1e6:.2f} M events), RGB "
         f"{args.image_size[0]}x{args.image_size[1]}, {n} windows of {args.duration}; Arrow cache {size_mb:.1f} MB",
@@ -107,15 +116,18 @@ def main(argv=None) -> list[dict]:
     ]
     for r in rows:
         lines.append(f"| {r['case']} | {r['s']:.2f} | {1000 * r['s'] / n:.1f} | {r['s'] / base:.2f} |")
+    verdict = "met" if rows[-1]["s"] < 60 else "NOT met"
+    lines += ["", f"Target (builder under 60 s for a 60 s sequence on 2 cores): {verdict}."]
     table = "\n".join(lines)
     print(table)
     if args.record:
         header = (
             f"\n## DSEC builder ({args.duration} config, bench_builder.py)\n\n"
             f"Command: `python benchmarks/bench_builder.py --seconds {args.seconds:g} --image-size "
-            f"{args.image_size[0]}x{args.image_size[1]} --record {args.record}`  \n"
+            f"{args.image_size[0]}x{args.image_size[1]} --repeats {args.repeats} --record {args.record}`  \n"
             f"{platform.machine()}, {os.cpu_count()} cores, numpy {np.__version__}; "
-            "CPU shared with ~7 other helpers' jobs while measured (numbers are noisy).\n\n"
+            f"best of {args.repeats} runs per case; CPU shared with ~7 other helpers' jobs while measured "
+            "(numbers are noisy).\n\n"
         )
         text = header + table + "\n"
         subprocess.run(

@@ -150,3 +150,31 @@ def test_bad_config_and_data_dir(tmp_path, tree):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="events.h5"):
         _prepare(tmp_path / "empty", tmp_path / "c2", "1s")
+
+
+def test_build_script(tree, tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "dataset_scripts" / "build_dsec.py"
+    spec = importlib.util.spec_from_file_location("build_dsec_script", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    counts = module.main(
+        [
+            "--data-dir",
+            str(tree),
+            "--durations",
+            "1s",
+            "2s",
+            "--cache-dir",
+            str(tmp_path),
+            "--val-fraction",
+            "0.5",
+            "--test-fraction",
+            "0",
+        ]
+    )
+    assert counts == {"1s": {"train": 3, "validation": 3}, "2s": {"train": 1, "validation": 1}}
+    with pytest.raises(SystemExit):
+        module.main(["--data-dir", str(tree), "--durations", "3s"])

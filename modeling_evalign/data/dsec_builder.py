@@ -27,9 +27,12 @@ group instead of counting only the same index as correct.
 Example fields: ``sequence`` (str), ``window_index`` (int32), ``window_start_us`` / ``window_end_us``
 (int64, µs image clock, end exclusive), ``event_count`` (int64), ``rgb`` (Image: the PNG bytes as stored),
 ``rgb_timestamp_us`` (int64), ``rgb_index`` (int32), ``scene`` and ``label`` (str or None: the photograph
-and its class name from ``evalign_synthetic.json`` when present), and per chosen representation: ``eventgpt_frames`` (list of ``num_frames`` RGB Images,
-``eventgpt_frames`` semantics at sensor size), ``voxel_grid`` (float32 [num_bins, H, W]), ``event_histogram``
-(float32 [H, W, 3], CEIA histogram image).
+and its class name from ``evalign_synthetic.json`` when present), and per chosen representation:
+``eventgpt_frames`` (list of ``num_frames`` Images decoded as RGB, stored as 3-colour palette PNGs;
+:func:`~modeling_evalign.events.representations.eventgpt_frames` at the sensor size), ``voxel_grid``
+(float32 [num_bins, H, W], not normalised), ``event_histogram`` (float32 [H, W, 3], CEIA histogram image).
+RGB frames are embedded as their PNG bytes (a self-contained cache, ready for Parquet export; DSEC's
+1440x1080 PNGs make this the bulk of the cache size).
 """
 
 from __future__ import annotations
@@ -237,10 +240,7 @@ class DsecAlignmentBuilder(datasets.GeneratorBasedBuilder):
                 "window_start_us": t0,
                 "window_end_us": t1,
                 "event_count": int(len(w.t)),
-                "rgb": {
-                    "bytes": image_path.read_bytes(),
-                    "path": image_path.name,
-                },  # name: as Parquet keeps it
+                "rgb": {"bytes": image_path.read_bytes(), "path": image_path.name},  # Parquet keeps the name
                 "rgb_timestamp_us": int(timestamps[fi]),
                 "rgb_index": fi,
                 "scene": scene,
