@@ -158,7 +158,7 @@ def triple_modal_fitter(
         history = train_triple_modal(model, ev, tg, labels, names, epochs=epochs, batch_size=min(batch_size, len(ev)),
                                      lr=lr, seed=seed)
         if labels is not None:
-            notes.append(f"{len(names)} classes from {label_key!r}")
+            notes.append(f"{len(names)} class{'es' if len(names) != 1 else ''} from {label_key!r}")
 
         return aligner_from_model(model, history=history, seconds=time.perf_counter() - start,
                                   notes="; ".join(notes))

@@ -37,7 +37,10 @@ def push_to_hub(
     if not isinstance(repo_id, str) or repo_id.count("/") != 1 or not all(repo_id.split("/")):
         raise ValueError(f"push_to_hub: repo_id={repo_id!r} is invalid: expected 'namespace/name'")
 
-    import httpx2
+    try:  # huggingface_hub 2.x talks through httpx2, 1.x through httpx
+        import httpx2 as http_client
+    except ImportError:  # pragma: no cover - depends on the installed hub version
+        import httpx as http_client
     from huggingface_hub import HfApi, constants
     from huggingface_hub.errors import OfflineModeIsEnabled
 
@@ -59,7 +62,7 @@ def push_to_hub(
         )
     except OfflineModeIsEnabled as e:
         raise ConnectionError(f"push_to_hub({repo_id!r}): the Hub is in offline mode: {e}") from e
-    except (httpx2.ConnectError, httpx2.TimeoutException) as e:
+    except (http_client.ConnectError, http_client.TimeoutException) as e:
         raise ConnectionError(
             f"push_to_hub({repo_id!r}): cannot reach the Hub endpoint {api.endpoint} ({type(e).__name__}: {e})"
         ) from e

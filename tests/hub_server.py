@@ -5,6 +5,7 @@ It implements what ``HfApi.create_repo``/``create_branch``/``upload_folder`` and
 
 - ``POST /api/repos/create``                       -> ``{"url": ...}``; 409 when the repo exists
 - ``POST /api/validate-yaml``                      -> no warnings, no errors
+- ``GET  /api/whoami-v2``                          -> a write-token user "loopback-user"
 - ``POST /api/{type}s/{repo}/preupload/{rev}``     -> every file in "regular" mode (content then
   arrives base64 in the commit), with the blob oid of an identical file already there
 - ``POST /api/{type}s/{repo}/commit/{rev}``        -> NDJSON ``header``/``file``/``deletedFile``/
@@ -314,6 +315,9 @@ class _Handler(BaseHTTPRequestHandler):
             if method == "POST" and path == "/api/repos/create":
                 status, obj = hub.create_repo(json.loads(body or b"{}"))
                 return self._json(status, obj)
+            if method == "GET" and path == "/api/whoami-v2":
+                return self._json(200, {"type": "user", "name": "loopback-user", "orgs": [],
+                                        "auth": {"type": "access_token", "accessToken": {"role": "write"}}})
             if method == "POST" and path == "/api/validate-yaml":
                 return self._json(200, {"warnings": [], "errors": []})
             m = _RESOLVE.match(path)

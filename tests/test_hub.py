@@ -110,7 +110,10 @@ def test_push_then_load_without_package(tmp_path, hub):
         same = push_to_hub({str(ckpt)!r}, {REPO_ID!r})  # nothing changed: no new commit
         open({str(ckpt / "notes.txt")!r}, "w").write("branch only")
         branch = push_to_hub({str(ckpt)!r}, {REPO_ID!r}, revision="v1", commit_message="to a branch")
-        print(json.dumps({{"url": main.commit_url, "oid": main.oid, "same": same.oid, "branch_oid": branch.oid}}))
+        from huggingface_hub import HfApi
+        user = HfApi().whoami()["name"]
+        print(json.dumps({{"url": main.commit_url, "oid": main.oid, "same": same.oid, "branch_oid": branch.oid,
+                          "user": user}}))
         """,
         env,
         tmp_path,
@@ -124,7 +127,7 @@ def test_push_then_load_without_package(tmp_path, hub):
     assert pushed["url"] == f"{hub.endpoint}/{REPO_ID}/commit/{pushed['oid']}"
     repo = hub.repos[("model", REPO_ID)]
     assert repo.branches == {"main": pushed["oid"], "v1": pushed["branch_oid"]}
-    assert pushed["same"] == pushed["oid"]
+    assert pushed["same"] == pushed["oid"] and pushed["user"] == "loopback-user"
     assert repo.messages[pushed["branch_oid"]] == "to a branch" and len(repo.commits) == 3  # initial, main, v1
 
     loaded = _run(
