@@ -319,3 +319,14 @@ def test_image_pair_dataset_converts_histograms_and_frames():
     assert torch.equal(item["event_pixel_values"], clip_preprocess([frames[-1]], 8)[0])
     with pytest.raises(KeyError, match="voxel_grid"):
         ImagePairDataset(rows, "voxel_grid", "rgb", image_size=8)
+
+
+def test_existing_checkpoints_are_not_mixed_with_a_new_run(tmp_path):
+    train(_config(tmp_path, checkpointing_steps=2))  # checkpoints 2, 4, 6, 8 -> limit 3 keeps 4, 6, 8
+    with pytest.raises(ValueError, match="already holds checkpoints"):
+        train(_config(tmp_path))
+    # resuming from an older checkpoint abandons the newer ones, so `latest` follows the resumed run
+    resumed = train(_config(tmp_path, resume_from_checkpoint=str(tmp_path / "out" / "checkpoint-4"), stop_at_step=5))
+    assert resumed.global_step == 5
+    assert [p.name for p in list_checkpoints(tmp_path / "out")] == ["checkpoint-4", "checkpoint-5"]
+    assert find_latest_checkpoint(tmp_path / "out").name == "checkpoint-5"

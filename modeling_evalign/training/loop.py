@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import shutil
 import signal
 import time
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from ..io_utils import atomic_write_json
 from .checkpointing import (
     TrainerState,
     check_compatible,
+    list_checkpoints,
     load_checkpoint,
     resolve_checkpoint,
     save_checkpoint,
@@ -183,6 +185,11 @@ def train(config: TrainConfig, duration: str | None = None, data: TrainData | No
     checkpoint = resolve_checkpoint(config.resume_from_checkpoint, output_dir)
     if checkpoint is not None:
         check_compatible(checkpoint, config.strategy, model_type)
+    elif list_checkpoints(output_dir):
+        raise ValueError(
+            f"{output_dir} already holds checkpoints of an earlier run ({list_checkpoints(output_dir)[-1].name}): "
+            "continue it with --resume_from_checkpoint latest, or use a new output_dir"
+        )
 
     accelerator = _make_accelerator(config)
     world, rank = accelerator.num_processes, accelerator.process_index
@@ -209,6 +216,11 @@ def train(config: TrainConfig, duration: str | None = None, data: TrainData | No
     if checkpoint is not None:
         state = load_checkpoint(accelerator, checkpoint, unwrapped, optimizer, scheduler)
         logger.info("resumed from %s at step %d", checkpoint, state.global_step)
+        if accelerator.is_main_process:  # resuming from an older checkpoint abandons the newer ones
+            for stale in list_checkpoints(output_dir):
+                if int(stale.name.rsplit("-", 1)[1]) > state.global_step:
+                    logger.warning("removing %s: newer than the resumed %s", stale, checkpoint.name)
+                    shutil.rmtree(stale)
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
         config.save(output_dir)
