@@ -166,6 +166,23 @@ def evaluate(accelerator, model, dataset, strategy: str, batch_size: int) -> dic
     return metrics
 
 
+def _checkpoint_to_resume(config: TrainConfig) -> Path | None:
+    """The checkpoint this run continues from (None: fresh start), validated against the strategy.
+
+    A fresh start into a directory that already holds checkpoints is refused: their steps would interleave.
+    """
+    output_dir = Path(config.output_dir)
+    checkpoint = resolve_checkpoint(config.resume_from_checkpoint, output_dir)
+    if checkpoint is not None:
+        check_compatible(checkpoint, config.strategy, STRATEGY_MODEL_TYPES[config.strategy])
+    elif list_checkpoints(output_dir):
+        raise ValueError(
+            f"{output_dir} already holds checkpoints of an earlier run ({list_checkpoints(output_dir)[-1].name}): "
+            "continue it with --resume_from_checkpoint latest, or use a new output_dir"
+        )
+    return checkpoint
+
+
 def _flat_hparams(config: TrainConfig) -> dict[str, Any]:
     return {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in config.to_dict().items()}
 
@@ -182,14 +199,7 @@ def train(config: TrainConfig, duration: str | None = None, data: TrainData | No
     config.check_paths()
     output_dir = Path(config.output_dir)
     model_type = STRATEGY_MODEL_TYPES[config.strategy]
-    checkpoint = resolve_checkpoint(config.resume_from_checkpoint, output_dir)
-    if checkpoint is not None:
-        check_compatible(checkpoint, config.strategy, model_type)
-    elif list_checkpoints(output_dir):
-        raise ValueError(
-            f"{output_dir} already holds checkpoints of an earlier run ({list_checkpoints(output_dir)[-1].name}): "
-            "continue it with --resume_from_checkpoint latest, or use a new output_dir"
-        )
+    checkpoint = _checkpoint_to_resume(config)
 
     accelerator = _make_accelerator(config)
     world, rank = accelerator.num_processes, accelerator.process_index
@@ -396,9 +406,7 @@ def run(config: TrainConfig) -> list[TrainResult]:
     state = PartialState(cpu=config.cpu)
     for run_config, duration in zip(runs, config.runs()):
         run_config.check_paths()
-        ckpt = resolve_checkpoint(run_config.resume_from_checkpoint, run_config.output_dir)
-        if ckpt is not None:
-            check_compatible(ckpt, run_config.strategy, STRATEGY_MODEL_TYPES[run_config.strategy])
+        _checkpoint_to_resume(run_config)
         image_size = None if run_config.strategy in FEATURE_STRATEGIES else _image_size(run_config)
         with state.main_process_first():  # one process prepares the builder cache / extracts features
             data = load_data(run_config, duration, image_size=image_size)
