@@ -242,3 +242,28 @@ def test_script_on_builder_output(tmp_path_factory, tmp_path):
         torch.testing.assert_close(feats[5]["target_features"], tg, atol=1e-5, rtol=1e-5)
     assert tuple(feats[0]["event_features"].shape) == (5 + 17, 64)
     assert tuple(feats[0]["target_features"].shape) == (16, 64)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_concat_safetensors_streams_the_same_tensor(tmp_path, dtype):
+    from safetensors.torch import save_file
+
+    from modeling_evalign.features.safetensors_concat import concat_safetensors
+
+    parts = [torch.randn(n, 3, 5).to(dtype) for n in (2, 1, 4)]
+    paths = []
+    for i, part in enumerate(parts):
+        paths.append(tmp_path / f"s{i}.safetensors")
+        save_file({"event": part, "other": torch.zeros(1)}, paths[-1])
+    shape = concat_safetensors(paths, "event", tmp_path / "out.safetensors")
+    assert shape == [7, 3, 5]
+    got = load_file(tmp_path / "out.safetensors")
+    assert list(got) == ["features"] and got["features"].dtype == dtype
+    assert torch.equal(got["features"], torch.cat(parts))
+
+    save_file({"event": torch.zeros(2, 3, 6)}, tmp_path / "bad.safetensors")
+    with pytest.raises(ValueError, match="bad.safetensors"):
+        concat_safetensors([*paths, tmp_path / "bad.safetensors"], "event", tmp_path / "x.safetensors")
+    with pytest.raises(KeyError, match="target"):
+        concat_safetensors(paths, "target", tmp_path / "x.safetensors")
+    assert not (tmp_path / "x.safetensors").exists()

@@ -38,6 +38,7 @@ import torch
 from ..io_utils import atomic_write_bytes, atomic_write_json
 from .clip_preprocessing import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, clip_preprocess
 from .pooling import eventgpt_pool
+from .safetensors_concat import concat_safetensors
 
 EVENT_POOLINGS = ("tokens", "pooled")
 TARGET_TOKENS = ("cls", "mean", "patch", "all")
@@ -155,12 +156,11 @@ def _save_shard(path: Path, event: torch.Tensor, target: torch.Tensor, meta: dic
     atomic_write_bytes(path, blob)
 
 
-def _load_shard(path: Path) -> tuple[torch.Tensor, torch.Tensor, dict]:
+def _load_shard_meta(path: Path) -> dict:
     from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as f:
-        meta = json.loads(f.metadata()["meta"])
-        return f.get_tensor("event"), f.get_tensor("target"), meta
+        return json.loads(f.metadata()["meta"])
 
 
 @torch.inference_mode()
@@ -253,20 +253,18 @@ def _plain(value):
 
 
 def _finish(out: Path, shard_dir: Path, num_shards: int, manifest: dict, computed: int, skipped: int):
-    from safetensors.torch import save
-
-    events, targets = [], []
+    shards = [shard_dir / f"shard-{s:05d}.safetensors" for s in range(num_shards)]
     per_sample: dict[str, list] = {k: [] for k in METADATA_FIELDS}
-    for s in range(num_shards):
-        e, t, meta = _load_shard(shard_dir / f"shard-{s:05d}.safetensors")
-        events.append(e)
-        targets.append(t)
+    for path in shards:
+        meta = _load_shard_meta(path)
         for k in METADATA_FIELDS:
             per_sample[k].extend(meta[k])
-    event, target = torch.cat(events), torch.cat(targets)
+    # streamed: one shard in memory at a time (token-level features of a full DSEC duration exceed RAM)
+    event_shape = concat_safetensors(shards, "event", out / "event_features.safetensors")
+    target_shape = concat_safetensors(shards, "target", out / "target_features.safetensors")
     n = manifest["num_samples"]
-    if event.shape[0] != n or target.shape[0] != n:
-        raise ValueError(f"{shard_dir}: shards hold {event.shape[0]} samples, expected {n}")
+    if event_shape[0] != n or target_shape[0] != n:
+        raise ValueError(f"{shard_dir}: shards hold {event_shape[0]} samples, expected {n}")
     keys = [k for k, v in per_sample.items() if any(x is not None for x in v)]  # drop all-None fields
     samples = [{k: per_sample[k][i] for k in keys} for i in range(n)]
     if manifest["split"] is not None:
@@ -274,22 +272,20 @@ def _finish(out: Path, shard_dir: Path, num_shards: int, manifest: dict, compute
             sample["split"] = manifest["split"]
     metadata = {
         "num_samples": n,
-        "event_dim": int(event.shape[-1]),
-        "target_dim": int(target.shape[-1]),
-        "event_shape": list(event.shape[1:]),
-        "target_shape": list(target.shape[1:]),
+        "event_dim": int(event_shape[-1]),
+        "target_dim": int(target_shape[-1]),
+        "event_shape": event_shape[1:],
+        "target_shape": target_shape[1:],
         "extraction": manifest,
         "samples": samples,
     }
-    atomic_write_bytes(out / "event_features.safetensors", save({"features": event.contiguous()}))
-    atomic_write_bytes(out / "target_features.safetensors", save({"features": target.contiguous()}))
     atomic_write_json(out / "metadata.json", metadata)  # last: marks the directory complete
     shutil.rmtree(shard_dir, ignore_errors=True)
     return ExtractionResult(
         output_dir=out,
         num_samples=n,
-        event_shape=list(event.shape[1:]),
-        target_shape=list(target.shape[1:]),
+        event_shape=event_shape[1:],
+        target_shape=target_shape[1:],
         shards_computed=computed,
         shards_skipped=skipped,
         metadata=metadata,
