@@ -18,8 +18,11 @@ Target features (RGB frame): tokens of layer ``target_layer`` (``-2`` = penultim
 Video-LLaVA images) [P, D] or ``"all"`` [1+P, D].
 
 Resumable: examples are encoded in shards of ``shard_size`` written atomically under
-``<out>/.extract_shards/``; a rerun skips the finished shards (after checking the options match), then the
-shards are concatenated and removed.
+``<out>/.extract_shards/``; a rerun skips the finished shards (after checking the options and encoders
+match), then the shards are streamed into the final files (one shard in memory at a time) and removed.
+Defaults (``ExtractionOptions()``): pooled event features from the last layer and the CLS token of the
+penultimate layer for the RGB frame, both ``[N, D]``. EventGPT's own layout is ``event_pooling="tokens"``;
+Video-LLaVA's image target is ``target_tokens="patch", target_layer=-2``.
 """
 
 from __future__ import annotations
