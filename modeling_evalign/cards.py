@@ -46,14 +46,16 @@ def _normalise_metrics(metrics: Mapping[str, Any]) -> dict[str, dict[str, float]
     for config, values in groups.items():
         out[str(config)] = {}
         for name, value in values.items():
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
                 where = f"metrics[{config!r}][{name!r}]" if config else f"metrics[{name!r}]"
-                raise ValueError(f"{where}={value!r} is invalid: expected a finite number")
+                raise ValueError(f"{where}={value!r} is invalid: expected a number")
             out[str(config)][str(name)] = float(value)
     return out
 
 
 def _format(value: Any) -> str:
+    if isinstance(value, float) and not math.isfinite(value):
+        return "n/a"
     if isinstance(value, float):
         return f"{value:.4g}"
     if isinstance(value, (list, tuple)):
@@ -83,6 +85,7 @@ def build_card_data(
         )
         for config, values in groups.items()
         for name, value in values.items()
+        if math.isfinite(value)  # a metric that could not be computed (NaN) is shown in the table only
     ]
     return ModelCardData(
         model_name=model_id.split("/")[-1],

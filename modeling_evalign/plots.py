@@ -83,6 +83,9 @@ def history_series(history: Sequence[Mapping[str, Any]] | Mapping[str, Sequence[
     return x_key or "epoch", x_values, series
 
 
+_NOT_CURVES = {"lr", "learning_rate", "seconds", "time", "epoch_time", "step", "global_step"}
+
+
 def plot_training_curve(
     history: Sequence[Mapping[str, Any]] | Mapping[str, Sequence[float]], path: str | os.PathLike
 ) -> Path:
@@ -92,6 +95,8 @@ def plot_training_curve(
     axis; the others on a right axis. Returns ``path``; ``<path>.json`` holds x and every series.
     """
     x_label, x, series = history_series(history)
+    # bookkeeping columns of training histories are not curves worth drawing
+    series = {k: v for k, v in series.items() if k.lower() not in _NOT_CURVES} or series
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.5))
     losses = {k: v for k, v in series.items() if "loss" in k.lower()}

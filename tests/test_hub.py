@@ -287,8 +287,12 @@ def test_model_card_metadata_tables_and_plot(tmp_path):
     assert "| 1s | 0.5 | 0.25 |" in card.text and "| 20s | 0.125 | - |" in card.text
     assert "| epochs | 2 |" in card.text and "| lr | 0.0005 |" in card.text and "nested" not in card.text
     assert "![Training curve](curve.png)" in card.text and "torch.randn(4, 12)" in card.text
-    with pytest.raises(ValueError, match=r"metrics\['R@1'\]=nan"):
-        write_model_card(ckpt, model_id="org/m", strategy="x", metrics={"R@1": float("nan")})
+    with pytest.raises(ValueError, match=r"metrics\['R@1'\]='high' is invalid"):
+        write_model_card(ckpt, model_id="org/m", strategy="x", metrics={"R@1": "high"})
+    # a metric that could not be computed stays out of model-index and shows as n/a
+    card = ModelCard.load(write_model_card(ckpt, model_id="org/m", strategy="x",
+                                           metrics={"R@1": 0.5, "R@10": float("nan")}))
+    assert [r.metric_name for r in card.data.eval_results] == ["R@1"] and "| 0.5 | n/a |" in card.text
     with pytest.raises(FileNotFoundError, match="plot_path"):
         write_model_card(ckpt, model_id="org/m", strategy="x", metrics={}, plot_path=tmp_path / "none.png")
     with pytest.raises(FileNotFoundError, match="does not exist"):

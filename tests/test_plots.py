@@ -28,7 +28,8 @@ def _assert_png(path):
 
 
 def test_training_curve_png_and_data(tmp_path):
-    history = [{"epoch": e, "train_loss": 2.0 / e, "val_loss": 2.5 / e, "R@1": 0.1 * e, "note": "x"} for e in (1, 2, 3)]
+    history = [{"epoch": e, "train_loss": 2.0 / e, "val_loss": 2.5 / e, "R@1": 0.1 * e, "note": "x", "lr": 1e-3,
+                "seconds": 4.0} for e in (1, 2, 3)]
     path = plot_training_curve(history, tmp_path / "curve.png")
     _assert_png(path)
     data = json.loads(data_path(path).read_text())
