@@ -63,6 +63,17 @@ def _format(value: Any) -> str:
     return str(value).replace("|", "\\|").replace("\n", " ")
 
 
+def _table_worthy(key: str, value: Any) -> bool:
+    """Scalars and short lists of scalars go into the training table; per-step logs and nested
+    sections (history, losses, configs) stay in training_info.json."""
+    scalar = (str, int, float, bool)
+    if key == "history" or value is None:
+        return False
+    if isinstance(value, (list, tuple)):
+        return 0 < len(value) <= 8 and all(isinstance(v, scalar) for v in value)
+    return isinstance(value, scalar)
+
+
 def build_card_data(
     *, model_id: str, strategy: str, metrics: Mapping[str, Any], datasets: Sequence[str], base_model: str | None = None
 ):
@@ -160,9 +171,7 @@ def write_model_card(
         ([config or "-"] if has_config else []) + [_format(values[n]) if n in values else "-" for n in names]
         for config, values in groups.items()
     ]
-    training_rows = [
-        (str(k), _format(v)) for k, v in sorted(training_info.items()) if k != "history" and not isinstance(v, Mapping)
-    ]
+    training_rows = [(str(k), _format(v)) for k, v in sorted(training_info.items()) if _table_worthy(k, v)]
     config = {}
     if (folder / "config.json").is_file():
         config = json.loads((folder / "config.json").read_text())

@@ -272,7 +272,8 @@ def test_model_card_metadata_tables_and_plot(tmp_path):
     curve = plot_training_curve(HISTORY, tmp_path / "elsewhere" / "curve.png")
     metrics = {"1s": {"val/mean/R@1": 0.5, "mse": 0.25}, "20s": {"val/mean/R@1": 0.125}}
     readme = write_model_card(ckpt, model_id="org/m", strategy="contrastive", metrics=metrics,
-                              training_info={"epochs": 2, "lr": 0.0005, "nested": {"x": 1}},
+                              training_info={"epochs": 2, "lr": 0.0005, "nested": {"x": 1}, "durations": ["1s"],
+                                             "losses": [0.5] * 100, "resumed_from": None},
                               datasets="org/dsec", plot_path=curve, base_model="openai/clip-vit-large-patch14")
     assert (ckpt / "curve.png").read_bytes() == curve.read_bytes()  # copied next to the card
     card = ModelCard.load(readme)
@@ -285,7 +286,8 @@ def test_model_card_metadata_tables_and_plot(tmp_path):
     assert card.data.base_model == "openai/clip-vit-large-patch14" and card.data.datasets == ["org/dsec"]
     assert "| config | val/mean/R@1 | mse |" in card.text
     assert "| 1s | 0.5 | 0.25 |" in card.text and "| 20s | 0.125 | - |" in card.text
-    assert "| epochs | 2 |" in card.text and "| lr | 0.0005 |" in card.text and "nested" not in card.text
+    assert "| epochs | 2 |" in card.text and "| lr | 0.0005 |" in card.text and "| durations | 1s |" in card.text
+    assert "nested" not in card.text and "losses" not in card.text and "resumed_from" not in card.text
     assert "![Training curve](curve.png)" in card.text and "torch.randn(4, 12)" in card.text
     with pytest.raises(ValueError, match=r"metrics\['R@1'\]='high' is invalid"):
         write_model_card(ckpt, model_id="org/m", strategy="x", metrics={"R@1": "high"})
