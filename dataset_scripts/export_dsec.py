@@ -23,6 +23,7 @@ def main(argv=None):
     ap.add_argument("--out", required=True, help="exported folder (replaced atomically)")
     ap.add_argument("--repo-id", default=DEFAULT_REPO_ID, help="repo id shown in the card's usage snippet")
     ap.add_argument("--max-rows-per-shard", type=int, default=1000)
+    ap.add_argument("--max-shard-mb", type=float, default=500.0, help="approximate Parquet shard size")
     args = ap.parse_args(argv)
     result = export_dsec(
         args.data_dir,
@@ -32,6 +33,7 @@ def main(argv=None):
         cache_dir=args.cache_dir,
         num_proc=args.num_proc,
         max_rows_per_shard=args.max_rows_per_shard,
+        max_shard_bytes=int(args.max_shard_mb * 1e6),
         **builder_kwargs(args),
     )
     for d, counts in result.counts.items():

@@ -102,6 +102,13 @@ def test_failed_export_keeps_previous_folder(exported, tree, monkeypatch):
     assert not [p for p in base.iterdir() if p.name.startswith(".out")]
 
 
+def test_shards_by_size(tree, tmp_path):
+    res = export_dsec(tree, tmp_path / "o", ["1s"], cache_dir=tmp_path / "c", max_shard_bytes=1, **KW)
+    assert sorted(res.files) == [
+        f"data/1s/{s}-0000{i}-of-00003.parquet" for s in ("train", "validation") for i in range(3)
+    ]  # one row per shard, never an empty shard
+
+
 def test_export_errors(tree, tmp_path):
     with pytest.raises(ValueError, match="3s"):
         export_dsec(tree, tmp_path / "x", ["3s"])

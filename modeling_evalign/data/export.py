@@ -55,13 +55,16 @@ def export_dsec(
     cache_dir: str | Path | None = None,
     num_proc: int | None = None,
     max_rows_per_shard: int = 1000,
+    max_shard_bytes: int = 500_000_000,
     source_description: str | None = None,
     **config_kwargs,
 ) -> ExportResult:
     """Prepare each duration with ``DsecAlignmentBuilder`` and write Parquet shards + README.md atomically.
 
-    ``config_kwargs`` go to every BuilderConfig (e.g. ``representations=("eventgpt_frames", "voxel_grid")``,
-    ``val_fraction``). ``max_rows_per_shard`` bounds the rows of one Parquet file.
+        ``config_kwargs`` go to every BuilderConfig (e.g. ``representations=("eventgpt_frames", "voxel_grid")``,
+        ``val_fraction``). A split is cut into contiguous Parquet shards of at most ``max_rows_per_shard`` rows and
+    about ``max_shard_bytes`` of Arrow data (DSEC's 1440x1080 PNGs are ~2 MB per row). Durations already prepared
+    in ``cache_dir`` are not rebuilt, so a killed export resumes at the duration it was working on.
     """
     from .dsec_builder import DsecAlignmentBuilder
 
@@ -69,8 +72,10 @@ def export_dsec(
         duration_us(d)  # raises on unknown names before any work
     if not durations:
         raise ValueError(f"durations: expected at least one of {list(DURATIONS_US)}")
-    if max_rows_per_shard < 1:
-        raise ValueError(f"max_rows_per_shard must be >= 1, got {max_rows_per_shard}")
+    if max_rows_per_shard < 1 or max_shard_bytes < 1:
+        raise ValueError(
+            f"max_rows_per_shard and max_shard_bytes must be >= 1, got {max_rows_per_shard}, {max_shard_bytes}"
+        )
     result = ExportResult(output_dir=Path(output_dir))
     configs, table, split_sequences, first = [], [], {}, None
     with atomic_directory(output_dir) as tmp:
@@ -89,7 +94,10 @@ def export_dsec(
                     continue  # e.g. recordings shorter than the window: datasets cannot open an empty split
                 ds = builder.as_dataset(split=split)
                 counts[split] = len(ds)
-                n = max(1, math.ceil(len(ds) / max_rows_per_shard))
+                n = max(
+                    1, math.ceil(len(ds) / max_rows_per_shard), math.ceil(ds.data.nbytes / max_shard_bytes)
+                )
+                n = min(n, len(ds))
                 for i in range(n):
                     rel = f"data/{d}/{split}-{i:05d}-of-{n:05d}.parquet"
                     (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
