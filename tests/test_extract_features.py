@@ -267,3 +267,22 @@ def test_concat_safetensors_streams_the_same_tensor(tmp_path, dtype):
     with pytest.raises(KeyError, match="target"):
         concat_safetensors(paths, "target", tmp_path / "x.safetensors")
     assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_load_clip_vision_from_a_full_clip_checkpoint(tmp_path):
+    """Real runs load CLIPVisionModel from CLIPModel repos (openai/clip-vit-large-patch14-336)."""
+    from transformers import CLIPModel
+
+    from modeling_evalign.features.extraction import load_clip_vision
+    from modeling_evalign.tiny_models import tiny_clip_config
+
+    full = CLIPModel(tiny_clip_config()).eval()
+    full.save_pretrained(tmp_path)
+    vision = load_clip_vision(str(tmp_path))
+    assert not vision.training and not any(p.requires_grad for p in vision.parameters())
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        ref = full.vision_model(pixel_values=x).last_hidden_state
+        torch.testing.assert_close(vision(pixel_values=x).last_hidden_state, ref)
+    with pytest.raises(OSError):
+        load_clip_vision(str(tmp_path / "missing"))
