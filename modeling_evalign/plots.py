@@ -83,16 +83,19 @@ def history_series(history: Sequence[Mapping[str, Any]] | Mapping[str, Sequence[
     return x_key or "epoch", x_values, series
 
 
+_MAX_METRIC_CURVES = 4
 _NOT_CURVES = {"lr", "learning_rate", "seconds", "time", "epoch_time", "step", "global_step"}
 
 
 def plot_training_curve(
     history: Sequence[Mapping[str, Any]] | Mapping[str, Sequence[float]], path: str | os.PathLike
 ) -> Path:
-    """Loss curves (left axis) and any metric series in [0, 1] such as R@k (right axis) -> PNG.
+    """Loss curves (left axis) and metric series such as R@k (right axis) -> PNG.
 
     ``history`` as in :func:`history_series`. Series whose name contains ``loss`` go on the left
-    axis; the others on a right axis. Returns ``path``; ``<path>.json`` holds x and every series.
+    axis; the others on a right axis (at most 4: the R@1 and cosine ones when there are more).
+    Bookkeeping columns (lr, seconds) are not drawn. Returns ``path``; ``<path>.json`` holds x and
+    every drawn series.
     """
     x_label, x, series = history_series(history)
     # bookkeeping columns of training histories are not curves worth drawing
@@ -101,9 +104,14 @@ def plot_training_curve(
     fig, ax = plt.subplots(figsize=(6, 3.5))
     losses = {k: v for k, v in series.items() if "loss" in k.lower()}
     others = {k: v for k, v in series.items() if k not in losses}
+    if len(others) > _MAX_METRIC_CURVES:  # many validation metrics: keep the headline ones readable
+        headline = {k: v for k, v in others.items() if k.endswith("R@1") or "cosine" in k.lower()}
+        others = dict(list((headline or others).items())[:_MAX_METRIC_CURVES])
+    series = {**losses, **others}
     for name, values in (losses or others).items():
         ax.plot(x, values, marker="o", ms=3, label=name)
     ax.set_xlabel(x_label)
+    ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_ylabel("loss" if losses else "value")
     ax.grid(alpha=0.3)
     handles, labels = ax.get_legend_handles_labels()
@@ -114,7 +122,7 @@ def plot_training_curve(
         ax2.set_ylabel("metric")
         h2, l2 = ax2.get_legend_handles_labels()
         handles, labels = handles + h2, labels + l2
-    ax.legend(handles, labels, fontsize=8, loc="best")
+    ax.legend(handles, labels, fontsize=8, loc="upper left", bbox_to_anchor=(1.12 if others and losses else 1.02, 1))
     ax.set_title("Training curve")
     return _save(fig, path, {"x_label": x_label, "x": x, "series": _json_floats(series)})
 

@@ -45,6 +45,14 @@ def test_training_curve_png_and_data(tmp_path):
     assert json.loads(data_path(path2).read_text())["series"] == {"train_loss": [3.0, None, 1.0]}
 
 
+def test_training_curve_keeps_headline_metrics(tmp_path):
+    keys = ["val/e2t/R@1", "val/e2t/R@5", "val/t2e/R@1", "val/t2e/R@5", "val/mse", "val/cosine"]
+    history = [{"epoch": e, "train_loss": 1.0 / e, **{k: 0.1 * e for k in keys}} for e in (1, 2)]
+    path = plot_training_curve(history, tmp_path / "c.png")
+    drawn = json.loads(data_path(path).read_text())["series"]
+    assert set(drawn) == {"train_loss", "val/e2t/R@1", "val/t2e/R@1", "val/cosine"}
+
+
 def test_training_curve_rejects_bad_history(tmp_path):
     with pytest.raises(ValueError, match="different lengths"):
         history_series({"a": [1, 2], "b": [1]})
