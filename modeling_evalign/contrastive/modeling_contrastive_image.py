@@ -145,15 +145,7 @@ class ContrastiveImageAlignmentModel(EvalignPreTrainedModel):
     def save_pretrained(self, save_directory: str | os.PathLike, *args, **kwargs):
         """``config.json`` + ``model.safetensors`` with the trainable state only (+ bundled module files)."""
         kwargs.setdefault("state_dict", self.trainable_state_dict())
-        # transformers asks the CLASS (is_remote_code) whether to copy module files itself, which fails on
-        # package-relative imports; the base class bundles them instead, so hide the class flag meanwhile.
-        cls = type(self)
-        auto_class = cls.__dict__.get("_auto_class")
-        cls._auto_class = None
-        try:
-            return super().save_pretrained(save_directory, *args, **kwargs)
-        finally:
-            cls._auto_class = auto_class
+        return super().save_pretrained(save_directory, *args, **kwargs)
 
     def save_adapter(self, directory: str | os.PathLike) -> Path:
         """peft's ``save_pretrained`` of the LoRA adapter (adapter_config.json + adapter_model.safetensors)."""
