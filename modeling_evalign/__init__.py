@@ -46,6 +46,10 @@ _LAZY: dict[str, str] = {
     "acceptance_from_trace": "modeling_evalign.speculative",
     "feature_agreement_proxy": "modeling_evalign.speculative",
     "AcceptanceResult": "modeling_evalign.speculative",
+    "cross_duration_matrix": "modeling_evalign.cross_duration",
+    # hub
+    "push_to_hub": "modeling_evalign.hub",
+    "write_model_card": "modeling_evalign.cards",
     # selection
     "auto_select_alignment_strategy": "modeling_evalign.selection",
     "print_strategy_recommendation": "modeling_evalign.selection",

@@ -11,7 +11,7 @@ from safetensors import safe_open
 
 from modeling_evalign.events.representations import voxel_grid
 from modeling_evalign.features.clip_preprocessing import clip_preprocess as clip_preprocess_uint8
-from modeling_evalign.reconstruction.clip_preprocess import clip_preprocess
+from modeling_evalign.features.clip_preprocessing import clip_preprocess_tensor as clip_preprocess
 from modeling_evalign.reconstruction.configuration_reconstruction import ReconstructionAlignmentConfig
 from modeling_evalign.reconstruction.modeling_reconstruction import (
     ReconstructionAlignmentModule,

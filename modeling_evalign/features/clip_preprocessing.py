@@ -3,6 +3,8 @@
 Same steps as transformers' ``CLIPImageProcessor``: resize the shortest side to ``image_size`` (bicubic,
 antialiased), centre crop ``image_size x image_size``, scale to [0, 1], normalise with the OpenAI CLIP mean
 and std. Values differ from the PIL path by resampling rounding only (PIL rounds to uint8 after resizing).
+:func:`clip_preprocess_tensor` is the batched, differentiable form for float images already in [0, 1]
+(e.g. reconstructed frames); :func:`clip_preprocess` takes uint8 images of any sizes one by one.
 """
 
 from __future__ import annotations
@@ -31,6 +33,34 @@ def to_uint8_hwc(image) -> np.ndarray:
     return image
 
 
+def clip_preprocess_tensor(
+    images: torch.Tensor,
+    image_size: int,
+    mean: Sequence[float] = OPENAI_CLIP_MEAN,
+    std: Sequence[float] = OPENAI_CLIP_STD,
+) -> torch.Tensor:
+    """``images`` float ``[B, 3, H, W]`` in [0, 1] -> pixel values ``[B, 3, image_size, image_size]``."""
+    if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[1] != 3:
+        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+        raise ValueError(f"clip_preprocess: images has shape {shape}: expected a float tensor [B, 3, H, W]")
+    if not images.is_floating_point():
+        raise TypeError(f"clip_preprocess: images must be floating point in [0, 1], got {images.dtype}")
+    if not isinstance(image_size, int) or image_size <= 0:
+        raise ValueError(f"clip_preprocess: image_size must be a positive int, got {image_size!r}")
+    h, w = images.shape[-2:]
+    scale = image_size / min(h, w)
+    new_h, new_w = max(image_size, round(h * scale)), max(image_size, round(w * scale))
+    x = images
+    if (new_h, new_w) != (h, w):
+        x = F.interpolate(x, size=(new_h, new_w), mode="bicubic", align_corners=False, antialias=True)
+        x = x.clamp(0.0, 1.0)  # bicubic overshoot
+    top, left = (new_h - image_size) // 2, (new_w - image_size) // 2
+    x = x[..., top : top + image_size, left : left + image_size]
+    mean_t = torch.tensor(mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    std_t = torch.tensor(std, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    return (x - mean_t) / std_t
+
+
 def clip_preprocess(
     images: Sequence,
     image_size: int,
@@ -40,21 +70,13 @@ def clip_preprocess(
     """Images (PIL or uint8 [H, W, 3], sizes may differ) -> float32 pixel values [N, 3, image_size, image_size]."""
     if image_size <= 0:
         raise ValueError(f"image_size must be positive, got {image_size}")
-    mean_t = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
-    std_t = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
-    out = []
-    for image in images:
-        arr = to_uint8_hwc(image)
-        x = torch.from_numpy(arr.astype(np.float32)).permute(2, 0, 1)[None]  # [1, 3, H, W], 0..255 (a copy)
-        h, w = arr.shape[:2]
-        scale = image_size / min(h, w)
-        new_h, new_w = max(image_size, round(h * scale)), max(image_size, round(w * scale))
-        if (new_h, new_w) != (h, w):
-            x = F.interpolate(x, size=(new_h, new_w), mode="bicubic", align_corners=False, antialias=True)
-            x = x.clamp_(0.0, 255.0)
-        top, left = (new_h - image_size) // 2, (new_w - image_size) // 2
-        x = x[0, :, top : top + image_size, left : left + image_size] / 255.0
-        out.append((x - mean_t) / std_t)
+    out = [
+        clip_preprocess_tensor(
+            torch.from_numpy(to_uint8_hwc(image).astype(np.float32) / 255.0).permute(2, 0, 1)[None],
+            image_size, mean, std,
+        )[0]
+        for image in images
+    ]
     if not out:
         return torch.zeros((0, 3, image_size, image_size), dtype=torch.float32)
     return torch.stack(out)

@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 
 from ..events.representations import voxel_grid
+from ..features.clip_preprocessing import clip_preprocess_tensor
 from ..modeling_utils import EvalignPreTrainedModel
-from .clip_preprocess import clip_preprocess
 from .configuration_reconstruction import ReconstructionAlignmentConfig
 from .modeling_e2vid import E2VIDModel
 from .modeling_firenet import FireNetModel
@@ -136,7 +136,7 @@ class ReconstructionAlignmentModule(EvalignPreTrainedModel):
         tower = self.clip_tower
         if next(tower.parameters()).device != images.device:
             tower.to(images.device)
-        pixel_values = clip_preprocess(images.expand(-1, 3, -1, -1), tower.config.image_size)
+        pixel_values = clip_preprocess_tensor(images.expand(-1, 3, -1, -1), tower.config.image_size)
         want_hidden = self.config.feature_layer != -1
         clip_out = tower(pixel_values=pixel_values.to(next(tower.parameters()).dtype), output_hidden_states=want_hidden)
         tokens = clip_out.hidden_states[self.config.feature_layer] if want_hidden else clip_out.last_hidden_state

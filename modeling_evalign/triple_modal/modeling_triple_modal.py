@@ -88,17 +88,6 @@ class TripleModalAlignmentModule(EvalignPreTrainedModel):
         object.__setattr__(self, "_prompt_cache", {})
         self.post_init()
 
-    def save_pretrained(self, save_directory, *args, **kwargs):
-        # transformers asks the CLASS (is_remote_code) whether to copy module files itself, which fails
-        # on our package-relative imports; the base class bundles them instead, so hide the class flag.
-        cls = type(self)
-        auto_class = cls.__dict__.get("_auto_class")
-        cls._auto_class = None
-        try:
-            return super().save_pretrained(save_directory, *args, **kwargs)
-        finally:
-            cls._auto_class = auto_class
-
     def _init_weights(self, module):
         if module is getattr(self, "event_prompt_adapter", None):
             init.zeros_(module.weight)
