@@ -174,3 +174,16 @@ def test_bad_arguments_raise(splits, tmp_path):
         trainer.train(num_epochs=1, save_path=tmp_path / "file.pt")
     with pytest.raises(ValueError, match="no dataset to evaluate"):
         trainer.evaluate()
+
+
+def test_warmup_then_cosine_schedule(splits):
+    train, _ = splits
+    trainer = ContrastiveAlignmentTrainer(_model("lightweight"), train, lr=1e-3, batch_size=48, warmup_ratio=0.5,
+                                          progress=False)
+    history = trainer.train(num_epochs=4).history  # 4 steps per epoch, 16 steps, 8 warm-up steps
+    total, warm = 16, 8
+    for h in history:
+        step = h["epoch"] * 4  # LambdaLR's step count after the epoch
+        want = (step + 1) / warm if step < warm else 0.5 * (1 + math.cos(math.pi * (step - warm) / (total - warm)))
+        assert h["lr"] == pytest.approx(1e-3 * want, abs=1e-12)
+    assert history[0]["lr"] == pytest.approx(1e-3 * 5 / 8) and history[1]["lr"] == pytest.approx(1e-3)
