@@ -100,3 +100,17 @@ def test_public_names_resolve_lazily():
 
     assert modeling_evalign.auto_select_alignment_strategy is auto_select_alignment_strategy
     assert modeling_evalign.StrategyRecommendation is StrategyRecommendation
+
+
+def test_h2_modules_import_nothing_heavy():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, modeling_evalign.metrics, modeling_evalign.selection, modeling_evalign.trainer, "
+        "modeling_evalign.data.alignment_dataset, modeling_evalign.synthetic_features\n"
+        "print(sorted(m for m in ('datasets', 'evaluate', 'h5py', 'peft', 'sklearn', 'matplotlib') "
+        "if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
+    assert out.strip() == "[]"
