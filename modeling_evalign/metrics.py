@@ -15,7 +15,13 @@ Retrieval rule (used by :func:`retrieval_ranks`, :func:`retrieval_recall`, :func
   windows), every gallery row whose label equals the query's label is an acceptable positive: the
   positive score is the BEST score among them, and the rank counts only rows of OTHER groups scoring
   ``>=`` it. So R@K is "at least one same-group row is among the top K once same-group rows are
-  skipped", which is what overlapping consecutive windows need.
+  skipped", which is what overlapping consecutive windows need;
+* with ``positive_windows`` (a :class:`TimeWindows`: sequence label, start and end time per row),
+  every gallery row of the SAME sequence whose window OVERLAPS the query's window
+  (``start_j < end_i`` and ``start_i < end_j``) is an acceptable positive, with the same best-positive
+  and other-rows-only counting. Unlike groups this relation is not transitive: windows ``i`` and
+  ``i+2`` of a sliding 1 s window at 0.5 s stride are not positives of each other. Rows that are
+  neither the query's positives nor its pair are counted as negatives.
 
 Precision: scores are float32 dot products of unit vectors, absolute error about ``1e-7 * sqrt(D)``;
 two gallery rows whose true cosines differ by less than that may be ordered as ties. Exact ties
@@ -30,6 +36,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -98,13 +105,61 @@ def cosine_similarity(a: Any, b: Any) -> float:
     return float(F.cosine_similarity(ta, tb, dim=1, eps=1e-8).mean())
 
 
-def _group_ids(positive_groups: Any, n: int) -> torch.Tensor:
+@dataclass(frozen=True)
+class TimeWindows:
+    """Per-row time windows for overlap positives: ``sequence`` labels and ``start``/``end`` times.
+
+    Times in any one unit (DSEC metadata: ``window_start_us``/``window_end_us``); ``start < end``.
+    """
+
+    sequence: Sequence[Any] | np.ndarray
+    start: Sequence[float] | np.ndarray
+    end: Sequence[float] | np.ndarray
+
+    @classmethod
+    def from_samples(
+        cls,
+        samples: Sequence[dict[str, Any]],
+        sequence_key: str = "sequence",
+        start_key: str = "window_start_us",
+        end_key: str = "window_end_us",
+    ) -> TimeWindows:
+        """From per-sample metadata dicts (``AlignmentDataset.samples_list()``)."""
+        for key in (sequence_key, start_key, end_key):
+            missing = [i for i, sample in enumerate(samples) if key not in sample]
+            if missing:
+                raise KeyError(f"per-sample metadata lacks {key!r} (first at sample {missing[0]})")
+        return cls(
+            [sample[sequence_key] for sample in samples],
+            [sample[start_key] for sample in samples],
+            [sample[end_key] for sample in samples],
+        )
+
+    def tensors(self, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(sequence ids int64, start float64, end float64)``, each ``[n]``, validated."""
+        seq = _group_ids(self.sequence, n, "positive_windows.sequence")
+        times = []
+        for name in ("start", "end"):
+            arr = np.asarray(getattr(self, name), dtype=np.float64)
+            if arr.shape != (n,):
+                raise ValueError(f"positive_windows.{name} has shape {arr.shape}: expected ({n},)")
+            if not np.isfinite(arr).all():
+                raise ValueError(f"positive_windows.{name} contains NaN or inf")
+            times.append(torch.from_numpy(arr))
+        bad = (times[0] >= times[1]).nonzero()
+        if len(bad):
+            i = int(bad[0, 0])
+            raise ValueError(f"positive_windows row {i} has start {float(times[0][i])} >= end {float(times[1][i])}")
+        return seq, times[0], times[1]
+
+
+def _group_ids(positive_groups: Any, n: int, name: str = "positive_groups") -> torch.Tensor:
     """Map arbitrary hashable labels (ints, strings) to int64 ids, validating the length."""
     if isinstance(positive_groups, torch.Tensor):
         positive_groups = positive_groups.detach().cpu().numpy()
     labels = np.asarray(positive_groups)
     if labels.ndim != 1 or labels.shape[0] != n:
-        raise ValueError(f"positive_groups has shape {labels.shape}: expected one label per row, ({n},)")
+        raise ValueError(f"{name} has shape {labels.shape}: expected one label per row, ({n},)")
     _, ids = np.unique(labels, return_inverse=True)
     return torch.from_numpy(ids.astype(np.int64).reshape(-1))
 
@@ -128,6 +183,7 @@ def retrieval_ranks(
     *,
     chunk_size: int | None = None,
     positive_groups: Sequence[Any] | np.ndarray | torch.Tensor | None = None,
+    positive_windows: TimeWindows | None = None,
 ) -> torch.Tensor:
     """Rank of each query's positive in the gallery (0 = retrieved first), by the module's rule.
 
@@ -136,6 +192,7 @@ def retrieval_ranks(
         gallery: ``[N, D]`` gallery features; row ``i`` is query ``i``'s positive.
         chunk_size: query rows scored per block (default: about 128 MiB of scores per block).
         positive_groups: optional ``N`` labels; rows sharing the query's label are all positives.
+        positive_windows: optional :class:`TimeWindows`; same-sequence overlapping windows are positives.
 
     Returns:
         int64 tensor ``[N]`` on the CPU.
@@ -143,7 +200,14 @@ def retrieval_ranks(
     q, g = _pair(query, gallery, ("query", "gallery"))
     n = q.shape[0]
     step = _check_chunk_size(chunk_size, n)
+    if positive_groups is not None and positive_windows is not None:
+        raise ValueError("pass positive_groups or positive_windows, not both")
     groups = None if positive_groups is None else _group_ids(positive_groups, n).to(q.device)
+    windows = None
+    if positive_windows is not None:
+        if not isinstance(positive_windows, TimeWindows):
+            raise TypeError(f"positive_windows must be a TimeWindows, got {type(positive_windows).__name__}")
+        windows = tuple(t.to(q.device) for t in positive_windows.tensors(n))
     q = F.normalize(q, dim=1, eps=1e-12)
     g = F.normalize(g, dim=1, eps=1e-12)
     gt = g.t()  # a transposed view: GEMM reads it directly, no N x D copy
@@ -156,12 +220,17 @@ def retrieval_ranks(
         scores, mask = score_buf[: stop - start], mask_buf[: stop - start]
         torch.matmul(q[start:stop], gt, out=scores)  # [c, N]
         rows = torch.arange(stop - start, device=q.device)
-        if groups is None:
+        if groups is None and windows is None:
             positive = scores[rows, rows + start]
             torch.ge(scores, positive[:, None], out=mask)
             rank = _count(mask) - 1  # the positive itself always satisfies >=
         else:
-            same = groups[start:stop, None] == groups[None, :]
+            if groups is not None:
+                same = groups[start:stop, None] == groups[None, :]
+            else:
+                seq, t0, t1 = windows
+                same = (seq[start:stop, None] == seq[None, :]) & (t0[None, :] < t1[start:stop, None])
+                same &= t0[start:stop, None] < t1[None, :]
             positive = scores.masked_fill(~same, -math.inf).amax(dim=1)
             torch.ge(scores, positive[:, None], out=mask)
             rank = _count(mask.logical_and_(~same))
@@ -188,14 +257,17 @@ def retrieval_recall(
     ks: Iterable[int] = (1, 5, 10),
     chunk_size: int | None = None,
     positive_groups: Sequence[Any] | np.ndarray | torch.Tensor | None = None,
+    positive_windows: TimeWindows | None = None,
 ) -> dict[str, float]:
     """Recall at K of ``query -> gallery`` retrieval: ``{"R@1": ..., "R@5": ..., "R@10": ...}``.
 
     Values are fractions in ``[0, 1]``. See the module docstring for the rank and tie rule and for
-    ``positive_groups``.
+    ``positive_groups`` / ``positive_windows``.
     """
     ks = _check_ks(ks)
-    ranks = retrieval_ranks(query, gallery, chunk_size=chunk_size, positive_groups=positive_groups)
+    ranks = retrieval_ranks(
+        query, gallery, chunk_size=chunk_size, positive_groups=positive_groups, positive_windows=positive_windows
+    )
     return recall_from_ranks(ranks, ks)
 
 
@@ -205,6 +277,7 @@ def bidirectional_recall(
     ks: Iterable[int] = (1, 5, 10),
     chunk_size: int | None = None,
     positive_groups: Sequence[Any] | np.ndarray | torch.Tensor | None = None,
+    positive_windows: TimeWindows | None = None,
 ) -> dict[str, float]:
     """Recall at K in both directions between aligned event features and target features.
 
@@ -212,8 +285,8 @@ def bidirectional_recall(
     gallery) for each ``k``, plus ``"mean/R@k"``, their average.
     """
     ks = _check_ks(ks)
-    e2t = retrieval_recall(event_features, target_features, ks, chunk_size, positive_groups)
-    t2e = retrieval_recall(target_features, event_features, ks, chunk_size, positive_groups)
+    e2t = retrieval_recall(event_features, target_features, ks, chunk_size, positive_groups, positive_windows)
+    t2e = retrieval_recall(target_features, event_features, ks, chunk_size, positive_groups, positive_windows)
     out = {f"e2t/{k}": v for k, v in e2t.items()}
     out.update({f"t2e/{k}": v for k, v in t2e.items()})
     out.update({f"mean/{k}": (e2t[k] + t2e[k]) / 2 for k in e2t})

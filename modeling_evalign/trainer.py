@@ -34,7 +34,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from .io_utils import atomic_write_bytes, atomic_write_json
-from .metrics import bidirectional_recall, cosine_similarity, mse
+from .metrics import TimeWindows, bidirectional_recall, cosine_similarity, mse
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +97,9 @@ class ContrastiveAlignmentTrainer:
         ks: recall cut-offs for validation.
         positive_group_key: per-sample metadata key of ``val_dataset`` (e.g. ``"sequence"``) whose
             equal values count as retrieval positives (see :mod:`modeling_evalign.metrics`).
+        overlap_positives: count same-sequence overlapping windows of ``val_dataset`` as retrieval
+            positives (per-sample ``sequence``, ``window_start_us``, ``window_end_us``); consecutive DSEC
+            windows overlap in content. Exclusive with ``positive_group_key``.
         num_workers: DataLoader workers.
         progress: show a tqdm progress bar.
     """
@@ -117,6 +120,7 @@ class ContrastiveAlignmentTrainer:
         eval_batch_size: int = 256,
         ks: tuple[int, ...] = (1, 5, 10),
         positive_group_key: str | None = None,
+        overlap_positives: bool = False,
         num_workers: int = 0,
         progress: bool = True,
     ):
@@ -146,11 +150,20 @@ class ContrastiveAlignmentTrainer:
                 want, got = getattr(config, attr, None), getattr(ds, attr, None)
                 if ds is not None and want is not None and got is not None and want != got:
                     raise ValueError(f"{name}.{attr}={got} but model.config.{attr}={want}")
-        self.positive_groups = None
-        if positive_group_key is not None:
+        self.positive_groups = self.positive_windows = None
+        if positive_group_key is not None or overlap_positives:
             if val_dataset is None:
-                raise ValueError("positive_group_key needs a val_dataset")
-            self.positive_groups = val_dataset.metadata_column(positive_group_key)
+                raise ValueError("positive_group_key / overlap_positives need a val_dataset")
+            if positive_group_key is not None and overlap_positives:
+                raise ValueError("pass positive_group_key or overlap_positives, not both")
+            if overlap_positives:
+                samples = val_dataset.samples_list()
+                if samples is None:
+                    raise KeyError("overlap_positives needs per-sample metadata in val_dataset")
+                self.positive_windows = TimeWindows.from_samples(samples)
+                self.positive_windows.tensors(len(val_dataset))  # validate now, not after an epoch
+            else:
+                self.positive_groups = val_dataset.metadata_column(positive_group_key)
         self.model = model
         self.train_dataset = train_dataset
         self.val_dataset = val_dataset
@@ -170,7 +183,12 @@ class ContrastiveAlignmentTrainer:
     # -- evaluation -----------------------------------------------------------------------------
 
     @torch.no_grad()
-    def evaluate(self, dataset: Any | None = None, positive_groups: Any | None = None) -> dict[str, float]:
+    def evaluate(
+        self,
+        dataset: Any | None = None,
+        positive_groups: Any | None = None,
+        positive_windows: TimeWindows | None = None,
+    ) -> dict[str, float]:
         """Validation metrics of the current model on ``dataset`` (default: the validation set).
 
         Keys: ``loss`` (mean over batches, weighted by batch size), ``mse`` and ``cosine_similarity``
@@ -179,7 +197,7 @@ class ContrastiveAlignmentTrainer:
         head when it has one).
         """
         if dataset is None:
-            dataset, positive_groups = self.val_dataset, self.positive_groups
+            dataset, positive_groups, positive_windows = self.val_dataset, self.positive_groups, self.positive_windows
         if dataset is None:
             raise ValueError("no dataset to evaluate: pass one or give the trainer a val_dataset")
         was_training = self.model.training
@@ -210,7 +228,10 @@ class ContrastiveAlignmentTrainer:
             metrics["mse"] = mse(aligned, target)
             metrics["cosine_similarity"] = cosine_similarity(aligned, target)
         metrics.update(
-            bidirectional_recall(torch.cat(query_all), torch.cat(gallery_all), ks=self.ks, positive_groups=positive_groups)
+            bidirectional_recall(
+                torch.cat(query_all), torch.cat(gallery_all), ks=self.ks,
+                positive_groups=positive_groups, positive_windows=positive_windows,
+            )
         )
         return metrics
 

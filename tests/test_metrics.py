@@ -10,6 +10,7 @@ import torch
 
 from modeling_evalign import metrics
 from modeling_evalign.metrics import (
+    TimeWindows,
     bidirectional_recall,
     cosine_similarity,
     load_metric,
@@ -19,7 +20,7 @@ from modeling_evalign.metrics import (
 )
 
 
-def brute_ranks(query: np.ndarray, gallery: np.ndarray, groups=None) -> list[int]:
+def brute_ranks(query: np.ndarray, gallery: np.ndarray, groups=None, windows=None) -> list[int]:
     """Per-pair python loop in float64: the module docstring's rule written out literally."""
     q = query.astype(np.float64)
     g = gallery.astype(np.float64)
@@ -31,14 +32,24 @@ def brute_ranks(query: np.ndarray, gallery: np.ndarray, groups=None) -> list[int
             return 0.0
         return sum(x * y for x, y in zip(a, b)) / (na * nb)
 
+    if windows is not None:
+        seq, t0, t1 = windows
+
+        def positive(i, j):
+            return seq[i] == seq[j] and t0[j] < t1[i] and t0[i] < t1[j]
+    elif groups is not None:
+
+        def positive(i, j):
+            return groups[i] == groups[j]
+
     ranks = []
     for i in range(n):
         scores = [cos(q[i], g[j]) for j in range(n)]
-        if groups is None:
+        if groups is None and windows is None:
             ranks.append(sum(1 for j in range(n) if j != i and scores[j] >= scores[i]))
         else:
-            best = max(scores[j] for j in range(n) if groups[j] == groups[i])
-            ranks.append(sum(1 for j in range(n) if groups[j] != groups[i] and scores[j] >= best))
+            best = max(scores[j] for j in range(n) if positive(i, j))
+            ranks.append(sum(1 for j in range(n) if not positive(i, j) and scores[j] >= best))
     return ranks
 
 
@@ -201,6 +212,9 @@ def test_evaluate_modules_match_metrics_offline(monkeypatch):
     got = retrieval.compute(predictions=e, references=t, ks=[1, 5], positive_groups=groups)
     assert got == pytest.approx(bidirectional_recall(e, t, ks=(1, 5), positive_groups=groups), abs=0)
     assert 0 < got["e2t/R@1"] < 1
+    windows = {"sequence": [i // 10 for i in range(25)], "start": list(range(25)), "end": [i + 1.5 for i in range(25)]}
+    got = retrieval.compute(predictions=e, references=t, ks=[1], positive_windows=windows)
+    assert got == bidirectional_recall(e, t, ks=(1,), positive_windows=TimeWindows(**windows))
     # incremental add_batch gives the same as one compute
     m = load_metric("mse")
     for i in range(0, 25, 10):
@@ -222,3 +236,36 @@ def test_wheel_package_data_ships_metric_scripts():
     for name in metrics.HF_METRICS:
         script = metrics.metric_path(name).relative_to(root / "modeling_evalign") / f"evalign_{name}.py"
         assert any(fnmatch.fnmatch(str(script), g) for g in globs), f"{script} not matched by {globs}"
+
+
+@pytest.mark.parametrize("chunk_size", [2, None])
+def test_overlapping_window_positives_match_loop(chunk_size):
+    rng = np.random.default_rng(6)
+    n = 24
+    # two sequences of 1 s windows at 0.5 s stride: i overlaps i+-1 of its sequence, not i+-2
+    seq = ["a"] * 14 + ["b"] * 10
+    start = [0.5e6 * (i if i < 14 else i - 14) for i in range(n)]
+    end = [s + 1e6 for s in start]
+    drift = np.cumsum(rng.normal(scale=0.6, size=(n, 6)), axis=0)  # neighbours look alike
+    q = drift.astype(np.float32)
+    g = (drift + rng.normal(scale=0.5, size=drift.shape)).astype(np.float32)
+    windows = TimeWindows(seq, start, end)
+    got = retrieval_ranks(q, g, chunk_size=chunk_size, positive_windows=windows).tolist()
+    assert got == brute_ranks(q, g, windows=(seq, start, end))
+    plain = retrieval_ranks(q, g).tolist()
+    assert all(w <= p for w, p in zip(got, plain)) and got != plain
+    samples = [{"sequence": a, "window_start_us": b, "window_end_us": c} for a, b, c in zip(seq, start, end)]
+    from_meta = bidirectional_recall(q, g, positive_windows=TimeWindows.from_samples(samples))
+    assert from_meta == bidirectional_recall(q, g, positive_windows=windows)
+
+
+def test_time_windows_validation():
+    x = np.eye(3, dtype=np.float32)
+    with pytest.raises(ValueError, match=r"row 1 has start 5.0 >= end 5.0"):
+        retrieval_ranks(x, x, positive_windows=TimeWindows(["a"] * 3, [0, 5, 6], [1, 5, 7]))
+    with pytest.raises(ValueError, match=r"positive_windows.end has shape \(2,\)"):
+        retrieval_ranks(x, x, positive_windows=TimeWindows(["a"] * 3, [0, 1, 2], [1, 2]))
+    with pytest.raises(ValueError, match="not both"):
+        retrieval_ranks(x, x, positive_groups=[0, 1, 2], positive_windows=TimeWindows("abc", [0, 1, 2], [1, 2, 3]))
+    with pytest.raises(KeyError, match="window_end_us"):
+        TimeWindows.from_samples([{"sequence": "a", "window_start_us": 0}])

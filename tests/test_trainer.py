@@ -15,7 +15,7 @@ from modeling_evalign.contrastive.modeling_contrastive import ContrastiveAlignme
 from modeling_evalign.data.alignment_dataset import AlignmentDataset
 from modeling_evalign.lightweight.configuration_lightweight import LightweightAlignmentConfig
 from modeling_evalign.lightweight.modeling_lightweight import LightweightAlignmentModule
-from modeling_evalign.metrics import bidirectional_recall
+from modeling_evalign.metrics import TimeWindows, bidirectional_recall
 from modeling_evalign.synthetic_features import make_linear_pairs
 from modeling_evalign.trainer import TRAINING_INFO_NAME, ContrastiveAlignmentTrainer
 
@@ -162,7 +162,7 @@ def test_bad_arguments_raise(splits, tmp_path):
         ContrastiveAlignmentTrainer(other, train)
     with pytest.raises(ValueError, match="lr must be"):
         ContrastiveAlignmentTrainer(model, train, lr=0.0)
-    with pytest.raises(ValueError, match="positive_group_key needs a val_dataset"):
+    with pytest.raises(ValueError, match="positive_group_key / overlap_positives need a val_dataset"):
         ContrastiveAlignmentTrainer(model, train, positive_group_key="sequence")
     with pytest.raises(TypeError, match="torch.nn.Module"):
         ContrastiveAlignmentTrainer(object(), train)
@@ -187,3 +187,23 @@ def test_warmup_then_cosine_schedule(splits):
         want = (step + 1) / warm if step < warm else 0.5 * (1 + math.cos(math.pi * (step - warm) / (total - warm)))
         assert h["lr"] == pytest.approx(1e-3 * want, abs=1e-12)
     assert history[0]["lr"] == pytest.approx(1e-3 * 5 / 8) and history[1]["lr"] == pytest.approx(1e-3)
+
+
+def test_overlap_positives_use_window_metadata():
+    pairs = make_linear_pairs(40, DE, DT, noise=0.1, seed=3)
+    samples = [{"sequence": f"s{i // 10}", "window_start_us": (i % 10) * 500_000,
+                "window_end_us": (i % 10) * 500_000 + 1_000_000} for i in range(40)]
+    ds = AlignmentDataset(pairs.event_features, pairs.target_features, samples)
+    trainer = ContrastiveAlignmentTrainer(_model("contrastive"), ds, ds, batch_size=8, overlap_positives=True,
+                                          progress=False)
+    with torch.no_grad():
+        aligned = trainer.model(event_features=ds.event_features).aligned_features
+    want = bidirectional_recall(aligned, ds.target_features, positive_windows=TimeWindows.from_samples(samples))
+    got = trainer.evaluate()
+    assert {k: v for k, v in got.items() if "/R@" in k} == pytest.approx(want)
+    assert got["e2t/R@1"] > bidirectional_recall(aligned, ds.target_features)["e2t/R@1"]
+    with pytest.raises(ValueError, match="not both"):
+        ContrastiveAlignmentTrainer(_model("contrastive"), ds, ds, overlap_positives=True, positive_group_key="sequence")
+    with pytest.raises(KeyError, match="per-sample metadata"):
+        plain = AlignmentDataset(pairs.event_features, pairs.target_features)
+        ContrastiveAlignmentTrainer(_model("contrastive"), plain, plain, overlap_positives=True)

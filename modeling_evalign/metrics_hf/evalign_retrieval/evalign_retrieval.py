@@ -8,7 +8,7 @@ one vector per row, row ``i`` paired with row ``i``.
 import datasets
 import evaluate
 
-from modeling_evalign.metrics import bidirectional_recall
+from modeling_evalign.metrics import TimeWindows, bidirectional_recall
 
 _DESCRIPTION = """Cross-modal retrieval recall at K between aligned event features (predictions) and target
 features (references), cosine similarity, in both directions. The positive of query i is gallery row i;
@@ -22,6 +22,8 @@ Args:
     ks: recall cut-offs, default (1, 5, 10).
     chunk_size: query rows scored per block (memory bound), default automatic.
     positive_groups: optional N labels; rows with the query's label are acceptable positives.
+    positive_windows: optional TimeWindows or dict(sequence=[N], start=[N], end=[N]); rows of the same
+        sequence whose time windows overlap the query's are acceptable positives.
 Returns:
     "e2t/R@k", "t2e/R@k", "mean/R@k" for each k: fractions in [0, 1].
 Example:
@@ -46,7 +48,16 @@ class EvalignRetrieval(evaluate.Metric):
             ),
         )
 
-    def _compute(self, predictions, references, ks=(1, 5, 10), chunk_size=None, positive_groups=None):
+    def _compute(
+        self, predictions, references, ks=(1, 5, 10), chunk_size=None, positive_groups=None, positive_windows=None
+    ):
+        if isinstance(positive_windows, dict):
+            positive_windows = TimeWindows(**positive_windows)
         return bidirectional_recall(
-            predictions, references, ks=tuple(ks), chunk_size=chunk_size, positive_groups=positive_groups
+            predictions,
+            references,
+            ks=tuple(ks),
+            chunk_size=chunk_size,
+            positive_groups=positive_groups,
+            positive_windows=positive_windows,
         )
