@@ -151,6 +151,7 @@ class ContrastiveAlignmentTrainer:
                 if ds is not None and want is not None and got is not None and want != got:
                     raise ValueError(f"{name}.{attr}={got} but model.config.{attr}={want}")
         self.positive_groups = self.positive_windows = None
+        self.positive_rule = "pair (query i <-> gallery i)"
         if positive_group_key is not None or overlap_positives:
             if val_dataset is None:
                 raise ValueError("positive_group_key / overlap_positives need a val_dataset")
@@ -162,8 +163,10 @@ class ContrastiveAlignmentTrainer:
                     raise KeyError("overlap_positives needs per-sample metadata in val_dataset")
                 self.positive_windows = TimeWindows.from_samples(samples)
                 self.positive_windows.tensors(len(val_dataset))  # validate now, not after an epoch
+                self.positive_rule = "same-sequence overlapping windows (window_start_us/window_end_us)"
             else:
                 self.positive_groups = val_dataset.metadata_column(positive_group_key)
+                self.positive_rule = f"same {positive_group_key!r} group"
         self.model = model
         self.train_dataset = train_dataset
         self.val_dataset = val_dataset
@@ -406,6 +409,7 @@ class ContrastiveAlignmentTrainer:
             "history": result.history,
             "initial_metrics": result.initial_metrics,
             "final_metrics": result.final_metrics,
+            "retrieval_positives": self.positive_rule,
             "train_time_s": result.train_time_s,
             "resumed_from_epoch": result.resumed_from_epoch,
             "device_type": self.device.type,

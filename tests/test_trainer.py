@@ -72,6 +72,7 @@ def test_training_info_and_checkpoint_layout(splits, tmp_path):
     assert info["hyperparameters"]["batch_size"] == 40 and info["hyperparameters"]["seed"] == 3
     assert info["num_parameters"] == DE * DT + DT
     assert info["final_metrics"] == pytest.approx(result.final_metrics)
+    assert info["retrieval_positives"] == "pair (query i <-> gallery i)"
     assert set(info["final_metrics"]) >= {"loss", "mse", "cosine_similarity", "e2t/R@1", "t2e/R@10"}
     assert set(info["versions"]) >= {"evalign", "torch", "transformers", "python"}
     assert info["train_time_s"] > 0
