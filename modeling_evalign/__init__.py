@@ -7,10 +7,8 @@ accelerate, plotting) is imported on first use of the name that needs it.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
 from .auto_registration import register_strategies
+from .lazy_exports import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -69,17 +67,7 @@ _LAZY: dict[str, str] = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'modeling_evalign' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _LAZY)
 
 
 register_strategies()

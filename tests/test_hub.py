@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 from hub_server import LoopbackHub, git_blob_sha1
+from package_blocker import without_package
 from safetensors.torch import load_file, save_file
 
 from modeling_evalign.cards import write_model_card
@@ -28,17 +29,6 @@ from modeling_evalign.lightweight.modeling_lightweight import LightweightAlignme
 REPO_ID = "evalign-test/lightweight-tiny"
 METRICS = {"R@1": 0.75, "R@5": 1.0, "mse": 0.0125}
 HISTORY = [{"epoch": e, "train_loss": 1.0 / e, "R@1": 0.2 * e} for e in range(1, 4)]
-
-_BLOCKER = """
-import sys, importlib.abc
-class _Block(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name == "modeling_evalign" or name.startswith("modeling_evalign."):
-            raise ModuleNotFoundError(f"blocked for this test: {name}")
-        return None
-sys.meta_path.insert(0, _Block())
-"""
-
 
 @pytest.fixture
 def hub():
@@ -131,8 +121,7 @@ def test_push_then_load_without_package(tmp_path, hub):
     assert repo.messages[pushed["branch_oid"]] == "to a branch" and len(repo.commits) == 3  # initial, main, v1
 
     loaded = _run(
-        _BLOCKER
-        + textwrap.dedent(f"""
+        without_package(f"""
         import json, sys
         import torch
         from safetensors.torch import load_file, save_file

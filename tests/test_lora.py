@@ -6,6 +6,7 @@ import re
 
 import pytest
 import torch
+from package_blocker import without_package
 from safetensors.torch import load_file
 from transformers import AutoModel, CLIPModel, CLIPVisionModelWithProjection
 
@@ -167,13 +168,7 @@ def test_image_strategy_trains_resumes_and_exports(clip_dir, tmp_path):
 
 
 _BLOCKED_LOAD = """
-import importlib.abc, json, sys
-class _Block(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name == "modeling_evalign" or name.startswith("modeling_evalign."):
-            raise ModuleNotFoundError(f"blocked for this test: {name}")
-sys.meta_path.insert(0, _Block())
-sys.path = [p for p in sys.path if p not in ("", REPO)]
+import json
 import torch
 from transformers import AutoModel
 model = AutoModel.from_pretrained(CKPT, trust_remote_code=True)
@@ -202,7 +197,8 @@ def test_trust_remote_code_without_the_package(clip_dir, tmp_path):
     model.save_pretrained(tmp_path / "ckpt")
     repo = str(Path(__file__).resolve().parents[1])
     code = (f"REPO, CKPT = {repo!r}, {str(tmp_path / 'ckpt')!r}\n"
-            f"INPUT, EXPECTED = {str(tmp_path / 'input.pt')!r}, {str(tmp_path / 'expected.pt')!r}\n" + _BLOCKED_LOAD)
+            f"INPUT, EXPECTED = {str(tmp_path / 'input.pt')!r}, {str(tmp_path / 'expected.pt')!r}\n"
+            + without_package(_BLOCKED_LOAD))
     env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules")}
     env.pop("PYTHONPATH", None)
     proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from package_blocker import without_package
 from safetensors import safe_open
 
 from modeling_evalign.events.representations import voxel_grid
@@ -264,21 +265,8 @@ def test_dsec_window_stream_end_to_end(tmp_path):
     assert np.mean(carried[-2:]) > np.mean(restarted) + 0.05, (carried, restarted)
 
 
-REMOTE_SCRIPT = r"""
-import importlib.abc, os, sys
-
-REPO = os.path.realpath(sys.argv[1])
-
-
-class BlockPackage(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name == "modeling_evalign" or name.startswith("modeling_evalign."):
-            raise ModuleNotFoundError(f"blocked for this test: {name}")
-        return None
-
-
-sys.meta_path.insert(0, BlockPackage())
-sys.path[:] = [p for p in sys.path if os.path.realpath(p or os.getcwd()) != REPO]
+REMOTE_SCRIPT = without_package(r"""
+import os, sys
 import torch
 from safetensors.torch import load_file
 from transformers import AutoModel
@@ -293,7 +281,7 @@ win = {k: data[k].numpy() for k in ("x", "y", "t", "p")}
 assert torch.equal(model.encode_stream([win, win], 24, 32, progress=False), data["stream"])
 assert not any(m == "modeling_evalign" or m.startswith("modeling_evalign.") for m in sys.modules)
 print("OK")
-"""
+""")
 
 
 @pytest.mark.slow

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from package_blocker import without_package
 from safetensors.torch import save_file
 
 from modeling_evalign.contrastive.configuration_contrastive import ContrastiveAlignmentConfig
@@ -19,22 +20,8 @@ from modeling_evalign.lightweight.modeling_lightweight import LightweightAlignme
 
 REPO = Path(__file__).resolve().parent.parent
 
-SCRIPT = r"""
-import importlib.abc, os, sys
-
-REPO = os.path.realpath(sys.argv[1])
-
-
-class BlockPackage(importlib.abc.MetaPathFinder):
-    # the editable install would find the package through its own finder: refuse it first
-    def find_spec(self, name, path=None, target=None):
-        if name == "modeling_evalign" or name.startswith("modeling_evalign."):
-            raise ModuleNotFoundError(f"blocked for this test: {name}")
-        return None
-
-
-sys.meta_path.insert(0, BlockPackage())
-sys.path[:] = [p for p in sys.path if os.path.realpath(p or os.getcwd()) != REPO]
+SCRIPT = without_package(r"""
+import json, os, sys
 try:
     import modeling_evalign  # noqa: F401
 except ModuleNotFoundError:
@@ -57,7 +44,7 @@ for name in sys.argv[2:]:
     assert torch.equal(out.loss, data["loss"]), name
     print("OK", name, type(model).__name__)
 assert not any(m == "modeling_evalign" or m.startswith("modeling_evalign.") for m in sys.modules)
-"""
+""")
 
 
 def _save(model, folder: Path, event: torch.Tensor, target: torch.Tensor) -> None:

@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from package_blocker import without_package
 from safetensors import safe_open
 
 from modeling_evalign.triple_modal.configuration_triple_modal import TripleModalAlignmentConfig
@@ -179,20 +180,14 @@ def test_remote_code_load_without_package(tower, tmp_path):
     import json
     import subprocess
     import sys
-    import textwrap
 
     model = _model(tower)
     model.save_pretrained(tmp_path / "ckpt")
     x = torch.randn(3, 24)
     expected = model.zero_shot_classify(x, CLASSES).probabilities
     torch.save({"x": x}, tmp_path / "x.pt")
-    code = textwrap.dedent(f"""
-        import json, sys, importlib.abc
-        class _Block(importlib.abc.MetaPathFinder):
-            def find_spec(self, name, path=None, target=None):
-                if name.split(".")[0] == "modeling_evalign":
-                    raise ModuleNotFoundError(name)
-        sys.meta_path.insert(0, _Block())
+    code = without_package(f"""
+        import json, sys
         import torch
         from transformers import AutoModel
         m = AutoModel.from_pretrained({str(tmp_path / "ckpt")!r}, trust_remote_code=True)

@@ -5,8 +5,7 @@ Kept light: names are imported from their modules on first access.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from ..lazy_exports import lazy_exports
 
 _LAZY = {
     "E2VIDConfig": "configuration_e2vid",
@@ -19,20 +18,10 @@ _LAZY = {
     "ReconstructionAlignmentConfig": "configuration_reconstruction",
     "ReconstructionAlignmentModule": "modeling_reconstruction",
     "encode_windows": "modeling_reconstruction",
-    "clip_preprocess": "clip_preprocess",
+    "clip_preprocess_tensor": "modeling_evalign.features.clip_preprocessing",
 }
 
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _LAZY)
