@@ -330,3 +330,25 @@ def test_existing_checkpoints_are_not_mixed_with_a_new_run(tmp_path):
     assert resumed.global_step == 5
     assert [p.name for p in list_checkpoints(tmp_path / "out")] == ["checkpoint-4", "checkpoint-5"]
     assert find_latest_checkpoint(tmp_path / "out").name == "checkpoint-5"
+
+
+def test_closed_form_warm_start_is_the_ridge_solution(tmp_path):
+    import numpy as np
+
+    # a learning rate of ~0 leaves the warm start untouched: the final weights are the ridge solution
+    result = train(_config(tmp_path, closed_form_init=0.5, learning_rate=1e-12, num_epochs=1))
+    state = load_file(str(result.output_dir / "final" / "model.safetensors"))
+    data = AlignmentDataset.from_directory(tmp_path / "train")
+    x, y = data.event_features.double().numpy(), data.target_features.double().numpy()
+    xc, yc = x - x.mean(0), y - y.mean(0)
+    # centred ridge as an augmented least-squares system (bias unpenalised)
+    a = np.vstack([xc, np.sqrt(0.5) * np.eye(x.shape[1])])
+    b = np.vstack([yc, np.zeros((x.shape[1], y.shape[1]))])
+    w = np.linalg.lstsq(a, b, rcond=None)[0]
+    bias = y.mean(0) - x.mean(0) @ w
+    weight = next(v for k, v in state.items() if k.endswith("weight")).double().numpy()
+    bias_got = next(v for k, v in state.items() if k.endswith("bias")).double().numpy()
+    np.testing.assert_allclose(weight, w.T, atol=1e-5)
+    np.testing.assert_allclose(bias_got, bias, atol=1e-5)
+    with pytest.raises(ValueError, match="closed_form_init.*lightweight"):
+        _config(tmp_path, strategy="contrastive", closed_form_init=0.5)

@@ -43,6 +43,10 @@ class TrainConfig:
     model_config: list[str] = field(default_factory=list, metadata=_help("strategy config overrides key=json"))
     clip_model: str = field(default="openai/clip-vit-large-patch14", metadata=_help("frozen CLIP repo id or path"))
     clip_revision: str = field(default="main", metadata=_help("revision of clip_model"))
+    closed_form_init: float | None = field(
+        default=None,
+        metadata=_help("lightweight: start from the ridge solution with this ridge (fit_closed_form warm start)"),
+    )
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.0
@@ -83,6 +87,11 @@ class TrainConfig:
             raise ValueError("TrainConfig.checkpoints_total_limit must be >= 1 or None (keep all)")
         if not 0.0 < self.val_fraction < 1.0:
             raise ValueError(f"TrainConfig.val_fraction={self.val_fraction!r} is invalid: expected 0 < x < 1")
+        if self.closed_form_init is not None and (self.strategy != "lightweight" or self.closed_form_init < 0):
+            raise ValueError(
+                f"TrainConfig.closed_form_init={self.closed_form_init!r} is invalid: a ridge >= 0, and only for the "
+                f"lightweight strategy (strategy={self.strategy!r})"
+            )
         if self.learning_rate <= 0:
             raise ValueError(f"TrainConfig.learning_rate={self.learning_rate!r} is invalid: expected > 0")
         if (self.train_dir is None) == (self.dsec_data_dir is None):

@@ -207,6 +207,8 @@ def train(config: TrainConfig, duration: str | None = None, data: TrainData | No
     if config.strategy in FEATURE_STRATEGIES:
         data = data or load_data(config, duration)
         model = build_model(config, data)
+        if config.closed_form_init is not None and checkpoint is None:
+            _closed_form_warm_start(config, model, data)
     else:
         model = build_model(config, clip_model=clip_model)
         data = data or load_data(config, duration, image_size=model.target_encoder.config.image_size)
@@ -298,6 +300,14 @@ def train(config: TrainConfig, duration: str | None = None, data: TrainData | No
     if config.log_with:
         accelerator.end_training()
     return result
+
+
+def _closed_form_warm_start(config: TrainConfig, model, data: TrainData) -> None:
+    """Ridge solution of the whole training split as the starting point (every process computes the same)."""
+    rows = [data.train[i] for i in range(len(data.train))]
+    event = torch.stack([r["event_features"] for r in rows]).double()
+    target = torch.stack([r["target_features"] for r in rows]).double()
+    model.fit_closed_form(event, target, ridge=config.closed_form_init)
 
 
 def _any_process(accelerator, flag: bool) -> bool:
