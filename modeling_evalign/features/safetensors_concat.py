@@ -7,15 +7,14 @@ lets a [N, T, D] feature file larger than memory be assembled shard by shard.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import struct
-import tempfile
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
+
+from ..io_utils import atomic_open
 
 _TAGS = {torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16"}
 
@@ -58,22 +57,11 @@ def concat_safetensors(
     )
     header_bytes = header.encode() + b" " * (-len(header.encode()) % 8)
 
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(struct.pack("<Q", len(header_bytes)))
-            out.write(header_bytes)
-            for src in sources:
-                with safe_open(str(src), framework="pt") as f:
-                    tensor = f.get_tensor(key).contiguous()
-                out.write(tensor.view(torch.uint8).numpy().tobytes())
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, dest)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with atomic_open(dest) as out:
+        out.write(struct.pack("<Q", len(header_bytes)))
+        out.write(header_bytes)
+        for src in sources:
+            with safe_open(str(src), framework="pt") as f:
+                tensor = f.get_tensor(key).contiguous()
+            out.write(tensor.view(torch.uint8).numpy().tobytes())
     return total
