@@ -352,3 +352,37 @@ def test_closed_form_warm_start_is_the_ridge_solution(tmp_path):
     np.testing.assert_allclose(bias_got, bias, atol=1e-5)
     with pytest.raises(ValueError, match="closed_form_init.*lightweight"):
         _config(tmp_path, strategy="contrastive", closed_form_init=0.5)
+
+
+def test_triple_modal_trains_through_the_loop(tmp_path):
+    from modeling_evalign.triple_modal.configuration_triple_modal import TripleModalAlignmentConfig
+    from modeling_evalign.triple_modal.modeling_triple_modal import TripleModalAlignmentModule
+    from modeling_evalign.triple_modal.text_tower import save_tiny_text_tower
+
+    classes = ["car", "dog", "tree"]
+    cfg = TripleModalAlignmentConfig()
+    tower = save_tiny_text_tower(tmp_path / "text", [t.format(c) for c in classes for t in
+                                 (cfg.event_prompt_template, cfg.image_prompt_template)], projection_dim=16)
+    g = torch.Generator().manual_seed(0)
+    centres_e, centres_t = torch.randn(3, 12, generator=g), torch.randn(3, 16, generator=g)
+    for split, n in (("train", 48), ("val", 12)):
+        labels = torch.arange(n) % 3
+        e = centres_e[labels] + 0.3 * torch.randn(n, 12, generator=g)
+        t = centres_t[labels] + 0.3 * torch.randn(n, 16, generator=g)
+        AlignmentDataset(e, t, [{"scene": classes[int(c)]} for c in labels]).save_to_directory(tmp_path / split)
+    result = train(_config(tmp_path, strategy="triple_modal", text_model=str(tower), num_epochs=8,
+                           learning_rate=5e-3, model_config=["hidden_dim=32"]))
+    final = result.output_dir / "final"
+    model = TripleModalAlignmentModule.from_pretrained(final)
+    assert model.config.class_names == classes  # sorted names of the metadata field
+    assert not any("text" in k for k in load_file(str(final / "model.safetensors")))  # tower not saved
+    assert sum(result.losses[-3:]) < sum(result.losses[:3])
+    val = AlignmentDataset.from_directory(tmp_path / "val")
+    predicted = model.zero_shot_classify(val.event_features, classes).labels
+    truth = torch.tensor([classes.index(s) for s in val.metadata_column("scene")])
+    assert (predicted == truth).float().mean() > 0.6  # chance is 1/3
+    with pytest.raises(ValueError, match="'scene' has 1 class"):
+        one = tmp_path / "one"
+        AlignmentDataset(torch.randn(8, 12), torch.randn(8, 16), [{"scene": "car"}] * 8).save_to_directory(one / "train")
+        train(_config(tmp_path, "o2", strategy="triple_modal", text_model=str(tower), train_dir=str(one / "train"),
+                      batch_size=4))

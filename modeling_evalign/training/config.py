@@ -13,7 +13,7 @@ from typing import Any
 DSEC_DURATIONS: tuple[str, ...] = ("200ms", "500ms", "1s", "2s", "4s", "5s", "10s", "20s")
 
 # strategy name -> what it trains on
-FEATURE_STRATEGIES: tuple[str, ...] = ("lightweight", "contrastive")
+FEATURE_STRATEGIES: tuple[str, ...] = ("lightweight", "contrastive", "triple_modal")
 IMAGE_STRATEGIES: tuple[str, ...] = ("contrastive_image",)
 STRATEGIES: tuple[str, ...] = FEATURE_STRATEGIES + IMAGE_STRATEGIES
 
@@ -47,6 +47,11 @@ class TrainConfig:
         default=None,
         metadata=_help("lightweight: start from the ridge solution with this ridge (fit_closed_form warm start)"),
     )
+    text_model: str = field(
+        default="openai/clip-vit-large-patch14",
+        metadata=_help("triple_modal: frozen CLIP text tower (with its tokenizer), repo id or path"),
+    )
+    label_key: str = field(default="scene", metadata=_help("triple_modal: metadata.json field naming each sample's class"))
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.0

@@ -6,6 +6,7 @@ Every dataset item is a dict of tensors named after the model's forward argument
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,7 @@ from .config import FEATURE_STRATEGIES, TrainConfig
 MODEL_INPUTS: dict[str, tuple[str, str]] = {
     "lightweight": ("event_features", "target_features"),
     "contrastive": ("event_features", "target_features"),
+    "triple_modal": ("event_features", "target_features"),
     "contrastive_image": ("event_pixel_values", "pixel_values"),
 }
 
@@ -33,6 +35,7 @@ class TrainData:
     source: dict[str, Any] = field(default_factory=dict)
     event_dim: int | None = None
     target_dim: int | None = None
+    class_names: list[str] | None = None
 
 
 class PairDataset(Dataset):
@@ -222,3 +225,40 @@ def shard_indices(n: int, rank: int, world: int) -> tuple[list[int], int]:
     real = list(range(rank * per, min(n, (rank + 1) * per)))
     pad = real[-1:] if real else [n - 1]
     return real + pad * (per - len(real)), len(real)
+
+
+class LabelledDataset(Dataset):
+    """``dataset``'s items plus ``"labels"``: the class index of each sample (triple-modal's text terms)."""
+
+    def __init__(self, dataset: Dataset, labels: Sequence[int]):
+        if len(labels) != len(dataset):
+            raise ValueError(f"LabelledDataset: {len(labels)} labels for {len(dataset)} samples")
+        self.dataset, self.labels = dataset, list(labels)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return {**self.dataset[i], "labels": torch.tensor(self.labels[i], dtype=torch.long)}
+
+
+def _metadata_column(dataset: Dataset, key: str) -> list[Any]:
+    if isinstance(dataset, Subset):
+        column = _metadata_column(dataset.dataset, key)
+        return [column[i] for i in dataset.indices]
+    if not hasattr(dataset, "metadata_column"):
+        raise ValueError(f"{type(dataset).__name__} has no per-sample metadata to read {key!r} labels from")
+    return dataset.metadata_column(key)
+
+
+def attach_labels(data: TrainData, key: str) -> TrainData:
+    """Class labels for the training split from its ``metadata.json`` field ``key`` (class names sorted)."""
+    values = _metadata_column(data.train, key)
+    if any(v is None or v == "" for v in values):
+        raise ValueError(f"metadata field {key!r} is empty for some training samples: every sample needs a class")
+    names = sorted({str(v) for v in values})
+    if len(names) < 2:
+        raise ValueError(f"metadata field {key!r} has {len(names)} class(es) {names}: triple_modal needs >= 2")
+    index = {n: i for i, n in enumerate(names)}
+    train = LabelledDataset(data.train, [index[str(v)] for v in values])
+    return dataclasses.replace(data, train=train, class_names=names)

@@ -30,7 +30,7 @@ from .checkpointing import (
     save_checkpoint,
 )
 from .config import FEATURE_STRATEGIES, TrainConfig
-from .data import MODEL_INPUTS, ShardedBatchSampler, TrainData, load_data, shard_indices
+from .data import MODEL_INPUTS, ShardedBatchSampler, TrainData, attach_labels, load_data, shard_indices
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +38,7 @@ STRATEGY_MODEL_TYPES: dict[str, str] = {
     "lightweight": "evalign_lightweight",
     "contrastive": "evalign_contrastive",
     "contrastive_image": "evalign_contrastive_image",
+    "triple_modal": "evalign_triple_modal",
 }
 TRAINING_INFO_NAME = "training_info.json"
 
@@ -94,6 +95,14 @@ def build_model(config: TrainConfig, data: TrainData | None = None, clip_model=N
         return ContrastiveAlignmentModule(
             ContrastiveAlignmentConfig(event_dim=data.event_dim, target_dim=data.target_dim, **overrides)
         )
+    if config.strategy == "triple_modal":
+        from ..triple_modal.configuration_triple_modal import TripleModalAlignmentConfig
+        from ..triple_modal.modeling_triple_modal import TripleModalAlignmentModule
+
+        return TripleModalAlignmentModule(TripleModalAlignmentConfig(
+            event_dim=data.event_dim, target_dim=data.target_dim, class_names=data.class_names,
+            text_model_id=config.text_model, **overrides,
+        ))
     from ..contrastive.configuration_contrastive_image import ContrastiveImageAlignmentConfig
     from ..contrastive.modeling_contrastive_image import ContrastiveImageAlignmentModel
 
@@ -206,6 +215,8 @@ def train(config: TrainConfig, duration: str | None = None, data: TrainData | No
     set_seed(config.seed)
     if config.strategy in FEATURE_STRATEGIES:
         data = data or load_data(config, duration)
+        if config.strategy == "triple_modal" and data.class_names is None:
+            data = attach_labels(data, config.label_key)
         model = build_model(config, data)
         if config.closed_form_init is not None and checkpoint is None:
             _closed_form_warm_start(config, model, data)
@@ -258,6 +269,8 @@ def train(config: TrainConfig, duration: str | None = None, data: TrainData | No
             for batch in _loader(data.train, sampler, config, state.epoch):
                 inputs = {event_key: batch[event_key].to(accelerator.device),
                           target_key: batch[target_key].to(accelerator.device)}
+                if "labels" in batch:  # triple_modal: class indices for the event <-> text terms
+                    inputs["labels"] = batch["labels"].to(accelerator.device)
                 loss = model(**inputs).loss
                 accelerator.backward(loss)
                 if config.max_grad_norm > 0:
