@@ -238,3 +238,19 @@ def test_bad_shapes_and_types():
         voxel_grid(x, y, t, p, 2, 0, W)
     with pytest.raises(ValueError, match="split must be"):
         count_frames(x, y, t, p, H, W, split="bogus")
+
+
+def test_dsec_uint16_tensors_match_numpy():
+    # DSEC stores x/y as uint16; torch has no min/max for that dtype, so validation must widen
+    rng = np.random.default_rng(7)
+    n, h, w = 400, 30, 40
+    x, y = rng.integers(0, w, n).astype(np.uint16), rng.integers(0, h, n).astype(np.uint16)
+    t, p = np.sort(rng.integers(0, 10_000, n)), rng.integers(0, 2, n).astype(np.uint8)
+    tx, ty, tt, tp = (torch.from_numpy(a) for a in (x, y, t, p))
+    # the torch kernels (GPU path) sum in another order: equal up to float32 rounding
+    np.testing.assert_allclose(voxel_grid(tx, ty, tt, tp, 5, h, w).numpy(), voxel_grid(x, y, t, p, 5, h, w), atol=1e-6)
+    np.testing.assert_array_equal(count_frames(tx, ty, tt, tp, h, w).numpy(), count_frames(x, y, t, p, h, w))
+    np.testing.assert_array_equal(np.asarray(eventgpt_frames(tx, ty, tt, tp, h, w)), eventgpt_frames(x, y, t, p, h, w))
+    with pytest.raises(ValueError, match=r"x\[\d+\] = 40 is outside the sensor"):
+        voxel_grid(torch.cat([tx, torch.tensor([40], dtype=torch.uint16)]), torch.cat([ty, ty[:1]]),
+                   torch.cat([tt, tt[-1:]]), torch.cat([tp, tp[:1]]), 5, h, w)

@@ -37,6 +37,9 @@ def _first_bad(mask: Any) -> int:
     return int(np.flatnonzero(mask)[0])
 
 
+_TORCH_WIDE_UNSIGNED = tuple(getattr(torch, n) for n in ("uint16", "uint32", "uint64") if hasattr(torch, n))
+
+
 def check_events(x: Any, y: Any, t: Any, p: Any, height: int, width: int) -> bool:
     """Validate one event stream; return True for torch tensors, False for numpy arrays.
 
@@ -75,6 +78,8 @@ def check_events(x: Any, y: Any, t: Any, p: Any, height: int, width: int) -> boo
     if n == 0:
         return use_torch
     for name, a, limit, dim in (("x", x, width, "width"), ("y", y, height, "height")):
+        if use_torch and a.dtype in _TORCH_WIDE_UNSIGNED:  # DSEC's uint16: torch has no min/max for it
+            a = a.to(torch.int64)
         lo, hi = (int(a.min()), int(a.max()))
         if lo < 0 or hi >= limit:
             bad = _first_bad((a < 0) | (a >= limit))
