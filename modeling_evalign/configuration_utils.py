@@ -46,6 +46,11 @@ class EvalignConfig(PreTrainedConfig):
         config["auto_map"] = {**config.get("auto_map", {}), **auto_map}
         atomic_write_json(path, config)
 
+    def _check_positive_ints(self, *fields: str) -> None:
+        for field in fields:
+            value = getattr(self, field)
+            self._check(isinstance(value, int) and not isinstance(value, bool) and value > 0, field, "a positive int")
+
     def _check(self, ok: bool, field: str, expected: str) -> None:
         """Raise a ValueError naming the field, its value and what was expected when ``ok`` is false."""
         if not ok:

@@ -143,15 +143,6 @@ def test_save_load_round_trip_is_bit_exact(tmp_path, kwargs):
         assert torch.equal(a.aligned_features, b.aligned_features) and torch.equal(a.loss, b.loss)
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny matmuls run several times faster on one thread than on two contended ones."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_training_lifts_recall_from_chance(one_thread):
     torch.manual_seed(0)
     n, d = 512, 32

@@ -46,9 +46,7 @@ class ContrastiveAlignmentConfig(EvalignConfig):
     target_revision: str | None = None
 
     def __post_init__(self, **kwargs):
-        for name in ("event_dim", "target_dim", "hidden_dim"):
-            value = getattr(self, name)
-            self._check(isinstance(value, int) and not isinstance(value, bool) and value > 0, name, "a positive int")
+        self._check_positive_ints("event_dim", "target_dim", "hidden_dim")
         self._check(self.temperature > 0, "temperature", "> 0")
         self._check(self.max_logit_scale > 0, "max_logit_scale", "> 0")
         self._check(1.0 / self.temperature <= self.max_logit_scale, "temperature",

@@ -57,9 +57,7 @@ class LightweightAlignmentConfig(EvalignConfig):
     target_revision: str | None = None
 
     def __post_init__(self, **kwargs):
-        for name in ("event_dim", "target_dim", "hidden_dim"):
-            value = getattr(self, name)
-            self._check(isinstance(value, int) and not isinstance(value, bool) and value > 0, name, "a positive int")
+        self._check_positive_ints("event_dim", "target_dim", "hidden_dim")
         self._check(self.adapter_type in ADAPTER_TYPES, "adapter_type", f"one of {ADAPTER_TYPES}")
         self._check(0.0 <= self.dropout < 1.0, "dropout", "a float in [0, 1)")
         self._check(self.whitening_eps > 0, "whitening_eps", "> 0")

@@ -64,9 +64,7 @@ class TripleModalAlignmentConfig(EvalignConfig):
     initializer_range: float = 0.02
 
     def __post_init__(self, **kwargs):
-        for name in ("event_dim", "target_dim", "hidden_dim", "max_text_length"):
-            value = getattr(self, name)
-            self._check(isinstance(value, int) and not isinstance(value, bool) and value > 0, name, "a positive int")
+        self._check_positive_ints("event_dim", "target_dim", "hidden_dim", "max_text_length")
         self._check(self.projection_type in PROJECTION_TYPES, "projection_type", f"one of {PROJECTION_TYPES}")
         weights = ("event_text_weight", "event_image_weight", "image_text_weight", "prompt_mse_weight")
         for name in weights:
