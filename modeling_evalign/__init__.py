@@ -24,6 +24,8 @@ _LAZY: dict[str, str] = {
     "TrainConfig": "modeling_evalign.training.config",
     "TripleModalAlignmentConfig": "modeling_evalign.triple_modal.configuration_triple_modal",
     "TripleModalAlignmentModule": "modeling_evalign.triple_modal.modeling_triple_modal",
+    "TripleModalImageAlignmentConfig": "modeling_evalign.triple_modal.configuration_triple_modal_image",
+    "TripleModalImageAlignmentModel": "modeling_evalign.triple_modal.modeling_triple_modal_image",
     "ReconstructionAlignmentConfig": "modeling_evalign.reconstruction.configuration_reconstruction",
     "ReconstructionAlignmentModule": "modeling_evalign.reconstruction.modeling_reconstruction",
     "encode_windows": "modeling_evalign.reconstruction.modeling_reconstruction",

@@ -14,8 +14,10 @@ DSEC_DURATIONS: tuple[str, ...] = ("200ms", "500ms", "1s", "2s", "4s", "5s", "10
 
 # strategy name -> what it trains on
 FEATURE_STRATEGIES: tuple[str, ...] = ("lightweight", "contrastive", "triple_modal")
-IMAGE_STRATEGIES: tuple[str, ...] = ("contrastive_image",)
+IMAGE_STRATEGIES: tuple[str, ...] = ("contrastive_image", "triple_modal_image")
 STRATEGIES: tuple[str, ...] = FEATURE_STRATEGIES + IMAGE_STRATEGIES
+# strategies whose text terms need a class label per sample (read from ``label_key``)
+LABELLED_STRATEGIES: tuple[str, ...] = ("triple_modal", "triple_modal_image")
 
 TRAIN_CONFIG_NAME = "train_config.json"
 
@@ -47,11 +49,15 @@ class TrainConfig:
         default=None,
         metadata=_help("lightweight: start from the ridge solution with this ridge (fit_closed_form warm start)"),
     )
-    text_model: str = field(
-        default="openai/clip-vit-large-patch14",
-        metadata=_help("triple_modal: frozen CLIP text tower (with its tokenizer), repo id or path"),
+    text_model: str | None = field(
+        default=None,
+        metadata=_help("triple_modal(_image): frozen CLIP text tower (with its tokenizer), repo id or path; "
+                       "default: clip_model"),
     )
-    label_key: str = field(default="scene", metadata=_help("triple_modal: metadata.json field naming each sample's class"))
+    label_key: str = field(
+        default="scene",
+        metadata=_help("triple_modal(_image): per-sample field naming its class (metadata.json / builder column)"),
+    )
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.0

@@ -23,6 +23,7 @@ MODEL_INPUTS: dict[str, tuple[str, str]] = {
     "contrastive": ("event_features", "target_features"),
     "triple_modal": ("event_features", "target_features"),
     "contrastive_image": ("event_pixel_values", "pixel_values"),
+    "triple_modal_image": ("event_pixel_values", "pixel_values"),
 }
 
 
@@ -81,6 +82,12 @@ class ImagePairDataset(Dataset):
             event = (np.clip(np.asarray(event, dtype=np.float32), 0.0, 1.0) * 255.0).round().astype(np.uint8)
         pixels = clip_preprocess([event, image], self.image_size)
         return {"event_pixel_values": pixels[0], "pixel_values": pixels[1], "index": int(i)}
+
+    def metadata_column(self, key: str) -> list:
+        """Values of the dataset column ``key`` (e.g. the builder's ``scene``), one per row, for labels."""
+        if key not in self.ds.column_names:
+            raise KeyError(f"dataset has no column {key!r} to read labels from: columns are {self.ds.column_names}")
+        return list(self.ds[key])
 
 
 def tail_split(dataset: Dataset, val_fraction: float) -> tuple[Dataset, Dataset]:
@@ -252,13 +259,14 @@ def _metadata_column(dataset: Dataset, key: str) -> list[Any]:
 
 
 def attach_labels(data: TrainData, key: str) -> TrainData:
-    """Class labels for the training split from its ``metadata.json`` field ``key`` (class names sorted)."""
+    """Class labels for the training split from its per-sample field ``key`` (``metadata.json`` of a feature
+    directory, or a column of the DSEC builder such as ``scene``); class names sorted."""
     values = _metadata_column(data.train, key)
     if any(v is None or v == "" for v in values):
         raise ValueError(f"metadata field {key!r} is empty for some training samples: every sample needs a class")
     names = sorted({str(v) for v in values})
     if len(names) < 2:
-        raise ValueError(f"metadata field {key!r} has {len(names)} class(es) {names}: triple_modal needs >= 2")
+        raise ValueError(f"metadata field {key!r} has {len(names)} class(es) {names}: the text terms need >= 2")
     index = {n: i for i, n in enumerate(names)}
     train = LabelledDataset(data.train, [index[str(v)] for v in values])
     return dataclasses.replace(data, train=train, class_names=names)

@@ -29,7 +29,7 @@ from .checkpointing import (
     resolve_checkpoint,
     save_checkpoint,
 )
-from .config import FEATURE_STRATEGIES, TrainConfig
+from .config import FEATURE_STRATEGIES, IMAGE_STRATEGIES, LABELLED_STRATEGIES, TrainConfig
 from .data import MODEL_INPUTS, ShardedBatchSampler, TrainData, attach_labels, load_data, shard_indices
 
 logger = logging.getLogger(__name__)
@@ -39,6 +39,7 @@ STRATEGY_MODEL_TYPES: dict[str, str] = {
     "contrastive": "evalign_contrastive",
     "contrastive_image": "evalign_contrastive_image",
     "triple_modal": "evalign_triple_modal",
+    "triple_modal_image": "evalign_triple_modal_image",
 }
 TRAINING_INFO_NAME = "training_info.json"
 
@@ -101,20 +102,23 @@ def build_model(config: TrainConfig, data: TrainData | None = None, clip_model=N
 
         return TripleModalAlignmentModule(TripleModalAlignmentConfig(
             event_dim=data.event_dim, target_dim=data.target_dim, class_names=data.class_names,
-            text_model_id=config.text_model, **overrides,
+            text_model_id=config.text_model or config.clip_model, **overrides,
         ))
+    lora = dict(clip_model_name_or_path=config.clip_model, clip_revision=config.clip_revision, lora_r=config.lora_r,
+                lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout)
+    if config.strategy == "triple_modal_image":
+        from ..triple_modal.configuration_triple_modal_image import TripleModalImageAlignmentConfig
+        from ..triple_modal.modeling_triple_modal_image import TripleModalImageAlignmentModel
+
+        # text tower None -> the CLIP checkpoint itself (a full CLIP checkpoint holds both towers)
+        return TripleModalImageAlignmentModel(TripleModalImageAlignmentConfig(
+            **lora, class_names=data.class_names if data else None, text_model_name_or_path=config.text_model,
+            **overrides,
+        ), clip_model=clip_model)
     from ..contrastive.configuration_contrastive_image import ContrastiveImageAlignmentConfig
     from ..contrastive.modeling_contrastive_image import ContrastiveImageAlignmentModel
 
-    image_config = ContrastiveImageAlignmentConfig(
-        clip_model_name_or_path=config.clip_model,
-        clip_revision=config.clip_revision,
-        lora_r=config.lora_r,
-        lora_alpha=config.lora_alpha,
-        lora_dropout=config.lora_dropout,
-        **overrides,
-    )
-    return ContrastiveImageAlignmentModel(image_config, clip_model=clip_model)
+    return ContrastiveImageAlignmentModel(ContrastiveImageAlignmentConfig(**lora, **overrides), clip_model=clip_model)
 
 
 def _make_accelerator(config: TrainConfig):
@@ -157,7 +161,7 @@ def evaluate(accelerator, model, dataset, strategy: str, batch_size: int) -> dic
         x = batch[event_key].to(accelerator.device)
         y = batch[target_key].to(accelerator.device)
         aligned.append(model(**{event_key: x}).aligned_features.float())
-        targets.append(model.target_encoder(pixel_values=y).image_embeds.float() if strategy == "contrastive_image" else y.float())
+        targets.append(model.target_encoder(pixel_values=y).image_embeds.float() if strategy in IMAGE_STRATEGIES else y.float())
     model.train(was_training)
     local = torch.cat([torch.cat(aligned), torch.cat(targets)], dim=-1)
     count = torch.tensor([n_real], device=accelerator.device)
@@ -213,16 +217,16 @@ def train(config: TrainConfig, duration: str | None = None, data: TrainData | No
     accelerator = _make_accelerator(config)
     world, rank = accelerator.num_processes, accelerator.process_index
     set_seed(config.seed)
-    if config.strategy in FEATURE_STRATEGIES:
-        data = data or load_data(config, duration)
-        if config.strategy == "triple_modal" and data.class_names is None:
-            data = attach_labels(data, config.label_key)
-        model = build_model(config, data)
-        if config.closed_form_init is not None and checkpoint is None:
-            _closed_form_warm_start(config, model, data)
-    else:
-        model = build_model(config, clip_model=clip_model)
-        data = data or load_data(config, duration, image_size=model.target_encoder.config.image_size)
+    if data is None:
+        image_size = None
+        if config.strategy in IMAGE_STRATEGIES:  # read from the tower's config: no weights loaded
+            image_size = clip_model.config.image_size if clip_model is not None else _image_size(config)
+        data = load_data(config, duration, image_size=image_size)
+    if config.strategy in LABELLED_STRATEGIES and data.class_names is None:
+        data = attach_labels(data, config.label_key)
+    model = build_model(config, data, clip_model=clip_model)
+    if config.closed_form_init is not None and checkpoint is None:
+        _closed_form_warm_start(config, model, data)
     n_train = len(data.train)
     steps_per_epoch = len(ShardedBatchSampler(n_train, config.batch_size, rank, world, config.seed, 0))
     total_steps = steps_per_epoch * config.num_epochs
@@ -397,7 +401,7 @@ def _card_and_push(config: TrainConfig, out: Path, info: dict, duration: str | N
     model_id = config.hub_model_id or f"evalign/{config.strategy}{'-' + duration if duration else ''}"
     if write_model_card is not None:
         metrics = {duration: info["final_metrics"]} if duration else info["final_metrics"]
-        base_model = config.clip_model if config.strategy == "contrastive_image" else None
+        base_model = config.clip_model if config.strategy in IMAGE_STRATEGIES else None
         try:
             write_model_card(out, model_id=model_id, strategy=config.strategy, metrics=metrics, training_info=info,
                              datasets=["dsec"] if config.dsec_data_dir else [], base_model=base_model)
