@@ -26,21 +26,24 @@ LORA_NAME = re.compile(r"event_encoder\.base_model\.model\.vision_model\.encoder
                        r"(q_proj|v_proj)\.lora_(A|B)\.default\.weight")
 
 
-@pytest.fixture(scope="module")
-def clip_dir(tmp_path_factory):
-    """A tiny full CLIP checkpoint (both towers) with a word-level tokenizer over every prompt."""
+def _save_tiny_clip(path, class_names):
+    """A tiny full CLIP checkpoint (both towers) with a word-level tokenizer over every prompt of the classes."""
     defaults = TripleModalImageAlignmentConfig(clip_model_name_or_path="unused")
-    texts = [t.format(c) for c in CLASSES for t in (defaults.event_prompt_template, defaults.image_prompt_template)]
+    texts = [t.format(c) for c in class_names for t in (defaults.event_prompt_template, defaults.image_prompt_template)]
     tokenizer = build_word_level_tokenizer(texts)
     config = tiny_clip_config(image_size=IMAGE_SIZE, hidden_size=32, num_heads=2, projection_dim=16)
     # the text tower pools at the EOS token: its id must be the tokenizer's
     for name in ("pad_token_id", "bos_token_id", "eos_token_id"):
         setattr(config.text_config, name, getattr(tokenizer, name))
     torch.manual_seed(3)
-    path = tmp_path_factory.mktemp("clip") / "tiny-clip"
     CLIPModel(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+@pytest.fixture(scope="module")
+def clip_dir(tmp_path_factory):
+    return _save_tiny_clip(tmp_path_factory.mktemp("clip") / "tiny-clip", CLASSES)
 
 
 def _model(clip_dir, **kw) -> TripleModalImageAlignmentModel:
@@ -227,5 +230,38 @@ def test_trains_through_the_loop_and_zero_shot_beats_chance(clip_dir, tmp_path):
     truth = torch.tensor([CLASSES.index(s) for s in rows["scene"]])
     accuracy = (model.zero_shot_classify(pixels).labels == truth).float().mean().item()
     assert accuracy > 0.6  # chance is 1/3 (the untrained model predicts one class for all: 1/3 here)
+    # a run killed at step 5 resumes to the same losses and weights (labels and prompts rebuilt on resume)
+    resume = {**config.to_dict(), "output_dir": str(tmp_path / "part")}
+    assert train(TrainConfig(**{**resume, "stop_at_step": 5}), data=data).interrupted
+    resumed = train(TrainConfig(**{**resume, "resume_from_checkpoint": "latest"}), data=data)
+    assert resumed.losses == result.losses
+    a, b = load_file(str(final / "model.safetensors")), load_file(str(tmp_path / "part" / "final" / "model.safetensors"))
+    assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
     with pytest.raises(KeyError, match="no column 'weather'"):
         train(TrainConfig(**{**config.to_dict(), "output_dir": str(tmp_path / "o2"), "label_key": "weather"}), data=data)
+
+
+@pytest.mark.slow
+def test_dsec_tree_end_to_end_with_scene_labels(tmp_path_factory, tmp_path):
+    """run_egpt_dsec_alignment on the synthetic DSEC tree: labels from the builder's ``scene`` column."""
+    import json
+
+    from dsec_tree import synthetic_tree
+
+    from modeling_evalign.events.scenes import PHOTOS
+    from run_egpt_dsec_alignment import main
+
+    tree = synthetic_tree(tmp_path_factory)
+    clip = _save_tiny_clip(tmp_path / "clip", list(PHOTOS))
+    argv = ["--strategy", "triple_modal_image", "--dsec_data_dir", str(tree), "--durations", "500ms",
+            "--dsec_cache_dir", str(tmp_path / "cache"), "--clip_model", str(clip), "--lora_r", "2",
+            "--num_epochs", "1", "--batch_size", "2", "--output_dir", str(tmp_path / "runs"), "--cpu"]
+    assert main(argv) == 0
+    final = tmp_path / "runs" / "500ms" / "final"
+    info = json.loads((final / "training_info.json").read_text())
+    scenes = sorted({p.name.split("_", 2)[2] for p in tree.iterdir() if p.name.startswith("synthetic_")})
+    model = TripleModalImageAlignmentModel.from_pretrained(final)
+    assert info["model_type"] == "evalign_triple_modal_image" and info["global_steps"] >= 1
+    assert set(model.config.class_names) <= set(scenes) and len(model.config.class_names) >= 2
+    assert model.config.class_names == sorted(model.config.class_names)
+    assert model.config.text_model_name_or_path == str(clip)
