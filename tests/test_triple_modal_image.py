@@ -265,3 +265,45 @@ def test_dsec_tree_end_to_end_with_scene_labels(tmp_path_factory, tmp_path):
     assert set(model.config.class_names) <= set(scenes) and len(model.config.class_names) >= 2
     assert model.config.class_names == sorted(model.config.class_names)
     assert model.config.text_model_name_or_path == str(clip)
+
+
+_BLOCKED_LOAD = """
+import json
+import torch
+from transformers import AutoModel
+model = AutoModel.from_pretrained(CKPT, trust_remote_code=True)
+x = torch.load(INPUT)
+expected = torch.load(EXPECTED)
+logits = model.zero_shot_classify(x).logits
+print(json.dumps({"module": type(model).__module__, "classes": model.config.class_names,
+                  "close": bool(torch.allclose(logits, expected, rtol=0, atol=1e-5))}))
+"""
+
+
+@pytest.mark.slow
+def test_trust_remote_code_without_the_package(clip_dir, tmp_path):
+    """The checkpoint loads from its bundled module files alone and its zero-shot logits are unchanged."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from package_blocker import without_package
+
+    model = _model(clip_dir)
+    _step(model)
+    model.eval()
+    x = _images(2, 9)
+    torch.save(x, tmp_path / "input.pt")
+    torch.save(model.zero_shot_classify(x).logits, tmp_path / "expected.pt")
+    model.save_pretrained(tmp_path / "ckpt")
+    code = (f"CKPT, INPUT, EXPECTED = {str(tmp_path / 'ckpt')!r}, {str(tmp_path / 'input.pt')!r}, "
+            f"{str(tmp_path / 'expected.pt')!r}\n" + without_package(_BLOCKED_LOAD))
+    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules")}
+    env.pop("PYTHONPATH", None)
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["close"] and result["classes"] == CLASSES
+    assert result["module"].startswith("transformers_modules.")  # the bundled copy, not modeling_evalign
