@@ -78,7 +78,7 @@ def test_gather_is_identity_without_process_group():
 # -- two CPU processes (gloo) against one process on the concatenated batch --------------------------
 # The workers load losses.py by path (torch only), so they start fast without importing transformers.
 WORKER = r"""
-import importlib.util, sys
+import importlib.util, os, sys
 import torch
 import torch.distributed as dist
 
@@ -109,7 +109,10 @@ except ValueError as err:
     result["uneven_error"] = str(err)
 if rank == 0:
     torch.save(result, out)
+dist.barrier()  # neither rank tears the group down while the other still talks to it
 dist.destroy_process_group()
+sys.stdout.flush()
+os._exit(0)  # skip interpreter teardown: gloo's C++ destructors can race the peer's exit
 """
 WORLD = 2
 PER_RANK = 4
