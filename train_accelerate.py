@@ -4,6 +4,8 @@
     accelerate launch --multi_gpu --num_processes 2 --num_machines 1 --mixed_precision no \\
         --dynamo_backend no train_accelerate.py --cpu --strategy contrastive --train_dir ... --batch_size 64
     python train_accelerate.py --strategy contrastive_image --dsec_data_dir DSEC --durations 200ms 1s
+    python train_accelerate.py --strategy triple_modal --train_dir features/train --label_key scene --text_model CLIP
+    python train_accelerate.py --strategy triple_modal_image --dsec_data_dir DSEC --durations 1s --label_key scene
 
 ``--batch_size`` is the global batch (all processes together). ``--resume_from_checkpoint latest`` continues
 a killed run exactly. All flags: ``python train_accelerate.py --help`` (modeling_evalign.training.config).

@@ -19,7 +19,9 @@ TRAINING_CURVE_FILE = "training_curve.png"
 _STRATEGY_SUMMARY = {
     "lightweight": "A small adapter (linear or residual bottleneck MLP) from event features to target features.",
     "contrastive": "CEIA-style symmetric InfoNCE alignment of event features to a frozen CLIP tower.",
+    "contrastive_image": "CEIA: LoRA (q/v) on a copy of the CLIP vision tower, InfoNCE against the frozen tower.",
     "triple_modal": "EventBind/E-CLIP-style event-image, event-text and image-text alignment with zero-shot prompts.",
+    "triple_modal_image": "EventBind-style event-image and event-text terms with LoRA (q/v) on the CLIP vision tower.",
     "reconstruction": "Events -> E2VID/FireNet intensity frames -> frozen CLIP; no training.",
 }
 
