@@ -30,3 +30,22 @@ _sys.path[:] = [p for p in _sys.path if _os.path.realpath(p or _os.getcwd()) != 
 def without_package(code: str) -> str:
     """``code`` (dedented) preceded by the blocking prelude."""
     return PRELUDE + textwrap.dedent(code)
+
+
+def run_without_package(code: str, workdir, timeout: int = 240) -> dict:
+    """Run ``without_package(code)`` in a fresh interpreter; return the JSON object of its last stdout line.
+
+    The dynamic-module cache lives in ``workdir`` and PYTHONPATH is dropped, so only the bundled files load.
+    """
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "HF_MODULES_CACHE": str(Path(workdir) / "modules")}
+    env.pop("PYTHONPATH", None)
+    proc = subprocess.run([sys.executable, "-c", without_package(code)], cwd=workdir, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise AssertionError(f"subprocess failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])

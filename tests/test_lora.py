@@ -6,7 +6,7 @@ import re
 
 import pytest
 import torch
-from package_blocker import without_package
+from package_blocker import run_without_package
 from safetensors.torch import load_file
 from transformers import AutoModel, CLIPModel, CLIPVisionModelWithProjection
 
@@ -181,10 +181,6 @@ print(json.dumps({"module": type(model).__module__, "equal": bool(torch.equal(y,
 
 @pytest.mark.slow
 def test_trust_remote_code_without_the_package(clip_dir, tmp_path):
-    import json
-    import os
-    import subprocess
-    import sys
     from pathlib import Path
 
     model = _model(clip_dir)
@@ -196,14 +192,10 @@ def test_trust_remote_code_without_the_package(clip_dir, tmp_path):
     torch.save(x, tmp_path / "input.pt")
     model.save_pretrained(tmp_path / "ckpt")
     repo = str(Path(__file__).resolve().parents[1])
-    code = (f"REPO, CKPT = {repo!r}, {str(tmp_path / 'ckpt')!r}\n"
-            f"INPUT, EXPECTED = {str(tmp_path / 'input.pt')!r}, {str(tmp_path / 'expected.pt')!r}\n"
-            + without_package(_BLOCKED_LOAD))
-    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules")}
-    env.pop("PYTHONPATH", None)
-    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=240)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    result = run_without_package(
+        f"REPO, CKPT = {repo!r}, {str(tmp_path / 'ckpt')!r}\n"
+        f"INPUT, EXPECTED = {str(tmp_path / 'input.pt')!r}, {str(tmp_path / 'expected.pt')!r}\n" + _BLOCKED_LOAD,
+        tmp_path,
+    )
     assert result == {"module": result["module"], "equal": True}
     assert result["module"].startswith("transformers_modules.")  # the bundled copy, not modeling_evalign

@@ -283,12 +283,8 @@ print(json.dumps({"module": type(model).__module__, "classes": model.config.clas
 @pytest.mark.slow
 def test_trust_remote_code_without_the_package(clip_dir, tmp_path):
     """The checkpoint loads from its bundled module files alone and its zero-shot logits are unchanged."""
-    import json
-    import os
-    import subprocess
-    import sys
 
-    from package_blocker import without_package
+    from package_blocker import run_without_package
 
     model = _model(clip_dir)
     _step(model)
@@ -297,13 +293,10 @@ def test_trust_remote_code_without_the_package(clip_dir, tmp_path):
     torch.save(x, tmp_path / "input.pt")
     torch.save(model.zero_shot_classify(x).logits, tmp_path / "expected.pt")
     model.save_pretrained(tmp_path / "ckpt")
-    code = (f"CKPT, INPUT, EXPECTED = {str(tmp_path / 'ckpt')!r}, {str(tmp_path / 'input.pt')!r}, "
-            f"{str(tmp_path / 'expected.pt')!r}\n" + without_package(_BLOCKED_LOAD))
-    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules")}
-    env.pop("PYTHONPATH", None)
-    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=240)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    result = run_without_package(
+        f"CKPT, INPUT, EXPECTED = {str(tmp_path / 'ckpt')!r}, {str(tmp_path / 'input.pt')!r}, "
+        f"{str(tmp_path / 'expected.pt')!r}\n" + _BLOCKED_LOAD,
+        tmp_path,
+    )
     assert result["close"] and result["classes"] == CLASSES
     assert result["module"].startswith("transformers_modules.")  # the bundled copy, not modeling_evalign
