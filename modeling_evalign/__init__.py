@@ -7,8 +7,8 @@ accelerate, plotting) is imported on first use of the name that needs it.
 
 from __future__ import annotations
 
-from .auto_registration import register_strategies
-from .lazy_exports import lazy_exports
+from .hub.auto_registration import register_strategies
+from .utils.lazy_exports import alias_modules, lazy_exports
 
 __version__ = "0.1.0"
 
@@ -35,21 +35,21 @@ _LAZY: dict[str, str] = {
     "FireNetModel": "modeling_evalign.reconstruction.modeling_firenet",
     "load_original_checkpoint": "modeling_evalign.reconstruction.checkpoint",
     # training and data
-    "ContrastiveAlignmentTrainer": "modeling_evalign.trainer",
-    "TrainingResult": "modeling_evalign.trainer",
+    "ContrastiveAlignmentTrainer": "modeling_evalign.training.trainer",
+    "TrainingResult": "modeling_evalign.training.trainer",
     "AlignmentDataset": "modeling_evalign.data.alignment_dataset",
     "DsecAlignmentBuilder": "modeling_evalign.data.dsec_builder",
     # evaluation
-    "diagnose": "modeling_evalign.diagnosis",
-    "DiagnosisReport": "modeling_evalign.diagnosis",
-    "measure_acceptance": "modeling_evalign.speculative",
-    "acceptance_from_trace": "modeling_evalign.speculative",
-    "feature_agreement_proxy": "modeling_evalign.speculative",
-    "AcceptanceResult": "modeling_evalign.speculative",
-    "cross_duration_matrix": "modeling_evalign.cross_duration",
+    "diagnose": "modeling_evalign.evaluation.diagnosis",
+    "DiagnosisReport": "modeling_evalign.evaluation.diagnosis",
+    "measure_acceptance": "modeling_evalign.evaluation.speculative",
+    "acceptance_from_trace": "modeling_evalign.evaluation.speculative",
+    "feature_agreement_proxy": "modeling_evalign.evaluation.speculative",
+    "AcceptanceResult": "modeling_evalign.evaluation.speculative",
+    "cross_duration_matrix": "modeling_evalign.evaluation.cross_duration",
     # hub
-    "push_to_hub": "modeling_evalign.hub",
-    "write_model_card": "modeling_evalign.cards",
+    "push_to_hub": "modeling_evalign.hub.push",
+    "write_model_card": "modeling_evalign.hub.cards",
     # selection
     "auto_select_alignment_strategy": "modeling_evalign.selection",
     "print_strategy_recommendation": "modeling_evalign.selection",
@@ -70,6 +70,25 @@ __all__ = sorted(_LAZY)
 
 
 __getattr__, __dir__ = lazy_exports(__name__, globals(), _LAZY)
+
+# Modules that lived at the package root before it was grouped by concern keep their old names.
+_MOVED: dict[str, str] = {
+    "metrics": "evaluation.metrics",
+    "diagnosis": "evaluation.diagnosis",
+    "speculative": "evaluation.speculative",
+    "cross_duration": "evaluation.cross_duration",
+    "plots": "evaluation.plots",
+    "cards": "hub.cards",
+    "hub_templates": "hub.templates",
+    "remote_code": "hub.remote_code",
+    "auto_registration": "hub.auto_registration",
+    "synthetic_features": "data.synthetic_features",
+    "tiny_models": "features.tiny_models",
+    "trainer": "training.trainer",
+    "lazy_exports": "utils.lazy_exports",
+    "io_utils": "utils.io_utils",
+}
+alias_modules({f"{__name__}.{old}": f"{__name__}.{new}" for old, new in _MOVED.items()})
 
 
 register_strategies()

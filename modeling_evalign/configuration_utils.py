@@ -31,12 +31,12 @@ class EvalignConfig(PreTrainedConfig):
 
     def save_pretrained(self, save_directory: str | os.PathLike, push_to_hub: bool = False, **kwargs):
         """Save ``config.json`` plus the bundled module files and ``auto_map`` (see ``remote_code``)."""
-        from .io_utils import atomic_write_json
+        from .hub.remote_code import write_bundle
         from .modeling_utils import auto_class_disabled
-        from .remote_code import write_bundle
+        from .utils.io_utils import atomic_write_json
 
         if push_to_hub:
-            raise ValueError("push_to_hub is not done inside save_pretrained: use modeling_evalign.hub.push_to_hub")
+            raise ValueError("push_to_hub is not done inside save_pretrained: use modeling_evalign.hub.push.push_to_hub")
         save_directory = Path(save_directory)
         with auto_class_disabled(self):
             super().save_pretrained(save_directory, **kwargs)

@@ -10,8 +10,8 @@ from pathlib import Path
 import torch
 from transformers import PreTrainedModel
 
-from .io_utils import atomic_directory, atomic_write_json
-from .remote_code import write_bundle
+from .hub.remote_code import write_bundle
+from .utils.io_utils import atomic_directory, atomic_write_json
 
 # Files a fresh save_pretrained rewrites; anything else already in the target directory
 # (model card, training_info.json, plots) is carried over by a re-save.
@@ -34,7 +34,7 @@ class EvalignPreTrainedModel(PreTrainedModel):
     def save_pretrained(self, save_directory: str | os.PathLike, *args, push_to_hub: bool = False, **kwargs):
         if push_to_hub:
             raise ValueError(
-                "push_to_hub is not done inside save_pretrained: use modeling_evalign.hub.push_to_hub(folder, repo_id)."
+                "push_to_hub is not done inside save_pretrained: use modeling_evalign.hub.push.push_to_hub(folder, repo_id)."
             )
         save_directory = Path(save_directory)
         if save_directory.exists() and not save_directory.is_dir():

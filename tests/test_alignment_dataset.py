@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import save_file
 
 from modeling_evalign.data.alignment_dataset import AlignmentDataset
-from modeling_evalign.synthetic_features import make_linear_pairs, write_feature_directory
+from modeling_evalign.data.synthetic_features import make_linear_pairs, write_feature_directory
 
 
 def _samples(n, per_seq=4):

@@ -8,9 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from modeling_evalign.cross_duration import cross_duration_matrix, ridge_fitter, write_cross_duration_report
 from modeling_evalign.data.alignment_dataset import AlignmentDataset
-from modeling_evalign.plots import data_path
+from modeling_evalign.evaluation.cross_duration import (
+    cross_duration_matrix,
+    ridge_fitter,
+    write_cross_duration_report,
+)
+from modeling_evalign.evaluation.plots import data_path
 
 
 def _write(path, weight, n=40, seed=0, noise=0.05):

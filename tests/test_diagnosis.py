@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from modeling_evalign.diagnosis import (
+from modeling_evalign.evaluation.diagnosis import (
     alignment,
     cosine_similarity_stats,
     diagnose,

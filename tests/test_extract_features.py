@@ -274,7 +274,7 @@ def test_load_clip_vision_from_a_full_clip_checkpoint(tmp_path):
     from transformers import CLIPModel
 
     from modeling_evalign.features.extraction import load_clip_vision
-    from modeling_evalign.tiny_models import tiny_clip_config
+    from modeling_evalign.features.tiny_models import tiny_clip_config
 
     full = CLIPModel(tiny_clip_config()).eval()
     full.save_pretrained(tmp_path)

@@ -21,8 +21,8 @@ from hub_server import LoopbackHub, git_blob_sha1
 from package_blocker import without_package
 from safetensors.torch import load_file, save_file
 
-from modeling_evalign.cards import write_model_card
-from modeling_evalign.hub import push_to_hub
+from modeling_evalign.hub.cards import write_model_card
+from modeling_evalign.hub.push import push_to_hub
 from modeling_evalign.lightweight.configuration_lightweight import LightweightAlignmentConfig
 from modeling_evalign.lightweight.modeling_lightweight import LightweightAlignmentModule
 
@@ -95,7 +95,7 @@ def test_push_then_load_without_package(tmp_path, hub):
     pushed = _run(
         f"""
         import json
-        from modeling_evalign.hub import push_to_hub
+        from modeling_evalign.hub.push import push_to_hub
         main = push_to_hub({str(ckpt)!r}, {REPO_ID!r}, token="hf_dummy")
         same = push_to_hub({str(ckpt)!r}, {REPO_ID!r})  # nothing changed: no new commit
         open({str(ckpt / "notes.txt")!r}, "w").write("branch only")
@@ -225,7 +225,7 @@ def test_push_refuses_offline_and_unreachable(tmp_path, hub):
     result = _run(
         f"""
         import json
-        from modeling_evalign.hub import push_to_hub
+        from modeling_evalign.hub.push import push_to_hub
         try:
             push_to_hub({str(ckpt)!r}, {REPO_ID!r})
             print(json.dumps({{"error": None}}))
@@ -253,7 +253,7 @@ def test_model_card_metadata_tables_and_plot(tmp_path):
     """The card parses back with ModelCard.load; every metric is a model-index result; tables match."""
     from huggingface_hub import ModelCard
 
-    from modeling_evalign.plots import plot_training_curve
+    from modeling_evalign.evaluation.plots import plot_training_curve
 
     ckpt = tmp_path / "ckpt"
     ckpt.mkdir()

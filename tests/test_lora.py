@@ -12,7 +12,7 @@ from transformers import AutoModel, CLIPModel, CLIPVisionModelWithProjection
 
 from modeling_evalign.contrastive.configuration_contrastive_image import ContrastiveImageAlignmentConfig
 from modeling_evalign.contrastive.modeling_contrastive_image import ContrastiveImageAlignmentModel
-from modeling_evalign.tiny_models import tiny_clip_config
+from modeling_evalign.features.tiny_models import tiny_clip_config
 from modeling_evalign.training.config import TrainConfig
 from modeling_evalign.training.data import MODEL_INPUTS, PairDataset, TrainData
 from modeling_evalign.training.loop import train

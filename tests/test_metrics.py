@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from modeling_evalign import metrics
-from modeling_evalign.metrics import (
+from modeling_evalign.evaluation.metrics import (
     TimeWindows,
     bidirectional_recall,
     cosine_similarity,

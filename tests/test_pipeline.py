@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from modeling_evalign.data.alignment_dataset import AlignmentDataset
-from modeling_evalign.metrics import bidirectional_recall
-from modeling_evalign.pipeline import COLUMNS, PipelineConfig, format_table, main, run_pipeline
+from modeling_evalign.evaluation.metrics import bidirectional_recall
+from modeling_evalign.pipeline.job import COLUMNS, PipelineConfig, format_table, main, run_pipeline
 
 FIRENET = Path(__file__).resolve().parents[2] / "shared" / "weights" / "firenet" / "model.pth"
 

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from modeling_evalign.plots import (
+from modeling_evalign.evaluation.plots import (
     before_after_panels,
     data_path,
     embed_2d,

@@ -13,13 +13,13 @@ from safetensors import safe_open
 from modeling_evalign.events.representations import voxel_grid
 from modeling_evalign.features.clip_preprocessing import clip_preprocess as clip_preprocess_uint8
 from modeling_evalign.features.clip_preprocessing import clip_preprocess_tensor as clip_preprocess
+from modeling_evalign.features.tiny_models import tiny_clip_config
 from modeling_evalign.reconstruction.configuration_reconstruction import ReconstructionAlignmentConfig
 from modeling_evalign.reconstruction.modeling_reconstruction import (
     ReconstructionAlignmentModule,
     encode_windows,
     robust_rescale,
 )
-from modeling_evalign.tiny_models import tiny_clip_config
 
 FIRENET = Path(__file__).resolve().parents[1] / ".." / "shared" / "weights" / "firenet" / "model.pth"
 H, W = 24, 32

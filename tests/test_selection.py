@@ -107,8 +107,8 @@ def test_h2_modules_import_nothing_heavy():
     import sys
 
     code = (
-        "import sys, modeling_evalign.metrics, modeling_evalign.selection, modeling_evalign.trainer, "
-        "modeling_evalign.data.alignment_dataset, modeling_evalign.synthetic_features\n"
+        "import sys, modeling_evalign.evaluation.metrics, modeling_evalign.selection, modeling_evalign.training.trainer, "
+        "modeling_evalign.data.alignment_dataset, modeling_evalign.data.synthetic_features\n"
         "print(sorted(m for m in ('datasets', 'evaluate', 'h5py', 'peft', 'sklearn', 'matplotlib') "
         "if m in sys.modules))"
     )

@@ -11,7 +11,7 @@ import torch
 from transformers import LlamaForCausalLM
 from transformers.generation.candidate_generator import AssistedCandidateGenerator
 
-from modeling_evalign.speculative import (
+from modeling_evalign.evaluation.speculative import (
     AcceptanceResult,
     acceptance_from_trace,
     expected_tokens_per_iteration,
@@ -20,7 +20,7 @@ from modeling_evalign.speculative import (
     measure_acceptance,
     walltime_improvement,
 )
-from modeling_evalign.tiny_models import tiny_llama_config
+from modeling_evalign.features.tiny_models import tiny_llama_config
 
 HIDDEN = 48
 

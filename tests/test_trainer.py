@@ -13,11 +13,11 @@ from transformers import AutoModel
 from modeling_evalign.contrastive.configuration_contrastive import ContrastiveAlignmentConfig
 from modeling_evalign.contrastive.modeling_contrastive import ContrastiveAlignmentModule
 from modeling_evalign.data.alignment_dataset import AlignmentDataset
+from modeling_evalign.data.synthetic_features import make_linear_pairs
+from modeling_evalign.evaluation.metrics import TimeWindows, bidirectional_recall
 from modeling_evalign.lightweight.configuration_lightweight import LightweightAlignmentConfig
 from modeling_evalign.lightweight.modeling_lightweight import LightweightAlignmentModule
-from modeling_evalign.metrics import TimeWindows, bidirectional_recall
-from modeling_evalign.synthetic_features import make_linear_pairs
-from modeling_evalign.trainer import TRAINING_INFO_NAME, ContrastiveAlignmentTrainer
+from modeling_evalign.training.trainer import TRAINING_INFO_NAME, ContrastiveAlignmentTrainer
 
 DE, DT = 16, 24
 

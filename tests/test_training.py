@@ -224,7 +224,7 @@ def test_dsec_image_pairs_end_to_end(tmp_path_factory, tmp_path):
     from dsec_tree import synthetic_tree
     from transformers import CLIPModel
 
-    from modeling_evalign.tiny_models import tiny_clip_config
+    from modeling_evalign.features.tiny_models import tiny_clip_config
     from run_egpt_dsec_alignment import main
 
     tree = synthetic_tree(tmp_path_factory)
@@ -266,7 +266,7 @@ def test_every_duration_is_checked_before_training(tmp_path):
 @pytest.mark.slow
 def test_push_to_hub_at_the_end(tmp_path):
     """--push_to_hub uploads the final directory (weights, config, module files, card, training_info) through
-    modeling_evalign.hub to a loopback Hub; the client runs in a subprocess (HF_ENDPOINT is read at import)."""
+    modeling_evalign.hub.push to a loopback Hub; the client runs in a subprocess (HF_ENDPOINT is read at import)."""
     from hub_server import LoopbackHub
 
     train_dir, val_dir = _feature_dirs(tmp_path)

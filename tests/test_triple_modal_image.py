@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModel, AutoTokenizer, CLIPModel, CLIPTextModelWithProjection
 
-from modeling_evalign.tiny_models import tiny_clip_config
+from modeling_evalign.features.tiny_models import tiny_clip_config
 from modeling_evalign.training.config import TrainConfig
 from modeling_evalign.training.data import ImagePairDataset, TrainData
 from modeling_evalign.training.loop import train

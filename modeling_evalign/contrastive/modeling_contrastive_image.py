@@ -17,10 +17,10 @@ import torch
 from torch import nn
 from transformers import initialization as init
 
-from ..io_utils import atomic_directory
 from ..losses import ClipLoss
 from ..modeling_outputs import ContrastiveAlignmentOutput
 from ..modeling_utils import EvalignPreTrainedModel
+from ..utils.io_utils import atomic_directory
 from .configuration_contrastive_image import ContrastiveImageAlignmentConfig
 
 _HUB_KWARGS = ("cache_dir", "force_download", "proxies", "token", "revision", "local_files_only", "subfolder")

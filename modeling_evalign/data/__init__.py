@@ -6,7 +6,7 @@ Names are imported on first use, so importing ``modeling_evalign.data`` pulls in
 
 from __future__ import annotations
 
-from ..lazy_exports import lazy_exports
+from ..utils.lazy_exports import lazy_exports
 
 _LAZY: dict[str, str] = {
     "AlignmentDataset": "alignment_dataset",

@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..io_utils import atomic_directory, atomic_write_json
+from ..utils.io_utils import atomic_directory, atomic_write_json
 
 logger = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..io_utils import atomic_directory
+from ..utils.io_utils import atomic_directory
 from .windows import DURATIONS_US, duration_us
 
 DEFAULT_REPO_ID = "evalign/dsec-alignment"
@@ -131,7 +131,7 @@ def _type_name(feature) -> str:
 def _write_card(tmp: Path, configs, table, split_sequences, builder, repo_id, source_description) -> None:
     from huggingface_hub import DatasetCard, DatasetCardData
 
-    from ..hub_templates import template_path
+    from ..hub.templates import template_path
     from .windows import SPLIT_RULE
 
     cfg = builder.config

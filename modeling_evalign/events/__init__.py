@@ -5,7 +5,7 @@ neither h5py nor scikit-image.
 
 from __future__ import annotations
 
-from ..lazy_exports import lazy_exports
+from ..utils.lazy_exports import lazy_exports
 
 _LAZY: dict[str, str] = {
     "voxel_grid": "representations",

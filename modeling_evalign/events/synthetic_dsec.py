@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io_utils import atomic_directory
+from ..utils.io_utils import atomic_directory
 from .dsec_format import EVENTS_FILE, IMAGE_NAME, IMAGES_DIR, RECTIFY_MAP_FILE, TIMESTAMPS_FILE
 from .dsec_writer import DsecEventWriter, write_rectify_map
 from .scenes import PHOTOS, CameraMotion, PhotoScene, load_photo

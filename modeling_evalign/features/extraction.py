@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..io_utils import atomic_write_bytes, atomic_write_json
+from ..utils.io_utils import atomic_write_bytes, atomic_write_json
 from .clip_preprocessing import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, clip_preprocess
 from .pooling import eventgpt_pool
 from .safetensors_concat import concat_safetensors
@@ -320,7 +320,7 @@ def tiny_clip_vision(seed: int = 0, **config_kwargs):
     """A randomly initialised tiny ``CLIPVisionModel`` (``tiny_clip_config``) for tests and the demo."""
     from transformers import CLIPVisionModel
 
-    from ..tiny_models import tiny_clip_config
+    from .tiny_models import tiny_clip_config
 
     with torch.random.fork_rng():  # do not disturb the caller's RNG stream
         torch.manual_seed(seed)

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import torch
 
-from ..io_utils import atomic_open
+from ..utils.io_utils import atomic_open
 
 _TAGS = {torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16"}
 

@@ -5,7 +5,7 @@ Kept light: names are imported from their modules on first access.
 
 from __future__ import annotations
 
-from ..lazy_exports import lazy_exports
+from ..utils.lazy_exports import lazy_exports
 
 _LAZY = {
     "E2VIDConfig": "configuration_e2vid",

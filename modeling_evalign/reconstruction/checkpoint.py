@@ -208,7 +208,7 @@ def convert_original_checkpoint(path: str | os.PathLike, out_dir: str | os.PathL
 
     Also writes ``conversion_info.json`` (source name, size, sha256). Returns ``out_dir``.
     """
-    from ..io_utils import atomic_write_json
+    from ..utils.io_utils import atomic_write_json
 
     path, out_dir = Path(path), Path(out_dir)
     model = load_original_checkpoint(path)

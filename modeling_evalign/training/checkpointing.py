@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..io_utils import atomic_write_json, atomic_write_text, replace_directory
+from ..utils.io_utils import atomic_write_json, atomic_write_text, replace_directory
 
 STATE_NAME = "trainer_state.json"
 LATEST_NAME = "latest_checkpoint.txt"

@@ -161,7 +161,7 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     def save(self, directory: str | os.PathLike) -> Path:
-        from ..io_utils import atomic_write_json
+        from ..utils.io_utils import atomic_write_json
 
         return atomic_write_json(Path(directory) / TRAIN_CONFIG_NAME, self.to_dict())
 

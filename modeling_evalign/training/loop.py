@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from ..io_utils import atomic_write_json
+from ..utils.io_utils import atomic_write_json
 from .checkpointing import (
     TrainerState,
     check_compatible,
@@ -150,7 +150,7 @@ def evaluate(accelerator, model, dataset, strategy: str, batch_size: int) -> dic
     """
     from torch.utils.data import DataLoader, Subset
 
-    from ..metrics import bidirectional_recall, cosine_similarity, mse
+    from ..evaluation.metrics import bidirectional_recall, cosine_similarity, mse
 
     event_key, target_key = MODEL_INPUTS[strategy]
     indices, n_real = shard_indices(len(dataset), accelerator.process_index, accelerator.num_processes)
@@ -395,7 +395,7 @@ def _finish(accelerator, config: TrainConfig, model, state: TrainerState, data: 
 def _card_and_push(config: TrainConfig, out: Path, info: dict, duration: str | None) -> None:
     """Model card (cards.write_model_card) and Hub push (hub.push_to_hub) when those modules are installed."""
     try:
-        from ..cards import write_model_card
+        from ..hub.cards import write_model_card
     except ImportError:  # optional helper module absent in a trimmed install
         write_model_card = None
     model_id = config.hub_model_id or f"evalign/{config.strategy}{'-' + duration if duration else ''}"
@@ -408,7 +408,7 @@ def _card_and_push(config: TrainConfig, out: Path, info: dict, duration: str | N
         except ImportError as exc:  # plotting extras missing: the card is optional, the checkpoint is not
             logger.warning("model card skipped: %s", exc)
     if config.push_to_hub:
-        from ..hub import push_to_hub
+        from ..hub.push import push_to_hub
 
         push_to_hub(out, model_id)
 

@@ -67,7 +67,7 @@ def save_tiny_text_tower(
     import torch
     from transformers import CLIPTextConfig, CLIPTextModelWithProjection
 
-    from ..io_utils import atomic_directory
+    from ..utils.io_utils import atomic_directory
 
     tokenizer = build_word_level_tokenizer(texts)
     config = CLIPTextConfig(

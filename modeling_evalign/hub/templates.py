@@ -8,7 +8,7 @@ from pathlib import Path
 def template_path(name: str) -> Path:
     """Path of ``hub_cards/<name>``; raises FileNotFoundError listing the templates that exist."""
     candidates = [
-        Path(__file__).resolve().parent.parent / "hub_cards",  # source checkout / editable install
+        Path(__file__).resolve().parents[2] / "hub_cards",  # source checkout / editable install
         Path(__file__).resolve().parent / "hub_cards",  # wheel (see pyproject's package data)
     ]
     for folder in candidates:

@@ -3,7 +3,7 @@
 Each number is a standard, independently defined measurement; none is derived from another by a
 made-up formula. In particular nothing here predicts a speculative-decoding acceptance rate (the
 brief's "acceptance = f(cosine)" heuristic is gone): acceptance is measured by running the
-draft/verify loop, see :mod:`modeling_evalign.speculative`.
+draft/verify loop, see :mod:`modeling_evalign.evaluation.speculative`.
 
 Inputs are paired features ``event[i] <-> target[i]``, ``[N, D]`` each (pool token features first,
 e.g. ``x.mean(1)``). Everything N x N (uniformity, cosine negatives, nearest neighbours) is computed
@@ -298,7 +298,7 @@ class DiagnosisReport:
 
     def to_json(self, path) -> None:
         """Write the report as JSON atomically (temporary file, then rename)."""
-        from .io_utils import atomic_write_json
+        from ..utils.io_utils import atomic_write_json
 
         atomic_write_json(path, self.to_dict())
 

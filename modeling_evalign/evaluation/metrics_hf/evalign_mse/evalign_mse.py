@@ -1,23 +1,23 @@
-"""evalign cosine similarity as a local ``evaluate`` metric (delegates to ``modeling_evalign.metrics``)."""
+"""evalign MSE as a local ``evaluate`` metric (delegates to ``modeling_evalign.evaluation.metrics.mse``)."""
 
 import datasets
 import evaluate
 
-from modeling_evalign.metrics import cosine_similarity
+from modeling_evalign.evaluation.metrics import mse
 
-_DESCRIPTION = "Mean row-wise cosine similarity between aligned features (predictions) and targets."
+_DESCRIPTION = "Mean squared error over all elements between aligned features (predictions) and targets."
 
 _KWARGS_DESCRIPTION = """
 Args:
     predictions: list of float vectors [N][D].
     references: list of float vectors [N][D].
 Returns:
-    "cosine_similarity": float in [-1, 1].
+    "mse": float.
 """
 
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
-class EvalignCosine(evaluate.Metric):
+class EvalignMse(evaluate.Metric):
     def _info(self):
         return evaluate.MetricInfo(
             description=_DESCRIPTION,
@@ -32,4 +32,4 @@ class EvalignCosine(evaluate.Metric):
         )
 
     def _compute(self, predictions, references):
-        return {"cosine_similarity": cosine_similarity(predictions, references)}
+        return {"mse": mse(predictions, references)}

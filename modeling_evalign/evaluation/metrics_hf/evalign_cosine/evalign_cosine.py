@@ -1,23 +1,23 @@
-"""evalign MSE as a local ``evaluate`` metric (delegates to ``modeling_evalign.metrics.mse``)."""
+"""evalign cosine similarity as a local ``evaluate`` metric (delegates to ``modeling_evalign.evaluation.metrics``)."""
 
 import datasets
 import evaluate
 
-from modeling_evalign.metrics import mse
+from modeling_evalign.evaluation.metrics import cosine_similarity
 
-_DESCRIPTION = "Mean squared error over all elements between aligned features (predictions) and targets."
+_DESCRIPTION = "Mean row-wise cosine similarity between aligned features (predictions) and targets."
 
 _KWARGS_DESCRIPTION = """
 Args:
     predictions: list of float vectors [N][D].
     references: list of float vectors [N][D].
 Returns:
-    "mse": float.
+    "cosine_similarity": float in [-1, 1].
 """
 
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
-class EvalignMse(evaluate.Metric):
+class EvalignCosine(evaluate.Metric):
     def _info(self):
         return evaluate.MetricInfo(
             description=_DESCRIPTION,
@@ -32,4 +32,4 @@ class EvalignMse(evaluate.Metric):
         )
 
     def _compute(self, predictions, references):
-        return {"mse": mse(predictions, references)}
+        return {"cosine_similarity": cosine_similarity(predictions, references)}

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from .io_utils import atomic_write_json, atomic_write_text
+from ..utils.io_utils import atomic_write_json, atomic_write_text
 
 
 @dataclass
@@ -69,8 +69,8 @@ def ridge_fitter(ridge: float = 1e-3) -> Fitter:
     """The lightweight strategy's closed-form ridge baseline (instant; pooled features)."""
 
     def fit(dataset) -> FittedAligner:
-        from .lightweight.configuration_lightweight import LightweightAlignmentConfig
-        from .lightweight.modeling_lightweight import LightweightAlignmentModule
+        from ..lightweight.configuration_lightweight import LightweightAlignmentConfig
+        from ..lightweight.modeling_lightweight import LightweightAlignmentModule
 
         start = time.perf_counter()
         model = LightweightAlignmentModule(
@@ -91,9 +91,9 @@ def contrastive_fitter(epochs: int = 20, lr: float = 5e-4, batch_size: int = 32,
     """CEIA-style feature-level contrastive head trained with ``ContrastiveAlignmentTrainer`` (CPU/GPU)."""
 
     def fit(dataset) -> FittedAligner:
-        from .contrastive.configuration_contrastive import ContrastiveAlignmentConfig
-        from .contrastive.modeling_contrastive import ContrastiveAlignmentModule
-        from .trainer import ContrastiveAlignmentTrainer
+        from ..contrastive.configuration_contrastive import ContrastiveAlignmentConfig
+        from ..contrastive.modeling_contrastive import ContrastiveAlignmentModule
+        from ..training.trainer import ContrastiveAlignmentTrainer
 
         start = time.perf_counter()
         torch.manual_seed(seed)
@@ -125,9 +125,9 @@ def triple_modal_fitter(
     Token-level features are mean-pooled over tokens first."""
 
     def fit(dataset) -> FittedAligner:
-        from .triple_modal.configuration_triple_modal import TripleModalAlignmentConfig
-        from .triple_modal.modeling_triple_modal import TripleModalAlignmentModule
-        from .triple_modal.training import train_triple_modal
+        from ..triple_modal.configuration_triple_modal import TripleModalAlignmentConfig
+        from ..triple_modal.modeling_triple_modal import TripleModalAlignmentModule
+        from ..triple_modal.training import train_triple_modal
 
         start = time.perf_counter()
         torch.manual_seed(seed)
@@ -245,7 +245,7 @@ def cross_duration_matrix(
         val_fraction, group_by, seed: per-directory split (see ``AlignmentDataset.split``).
         positive_key: per-sample metadata key whose equal values count as retrieval positives.
     """
-    from .data.alignment_dataset import AlignmentDataset
+    from ..data.alignment_dataset import AlignmentDataset
 
     if len(feature_dirs) < 2:
         raise ValueError(f"cross_duration_matrix needs at least 2 durations, got {list(feature_dirs)}")

@@ -86,7 +86,7 @@ def collect_bundle(*module_names: str) -> dict[str, str]:
 
 def write_bundle(model_or_config, directory: Path) -> dict[str, str]:
     """Copy the bundle for a model (and its config) into ``directory``; return the ``auto_map``."""
-    from .io_utils import atomic_write_text
+    from ..utils.io_utils import atomic_write_text
 
     config = getattr(model_or_config, "config", model_or_config)
     modules = [type(config).__module__]

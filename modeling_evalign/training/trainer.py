@@ -33,8 +33,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from .io_utils import atomic_write_bytes, atomic_write_json
-from .metrics import TimeWindows, bidirectional_recall, cosine_similarity, mse
+from ..evaluation.metrics import TimeWindows, bidirectional_recall, cosine_similarity, mse
+from ..utils.io_utils import atomic_write_bytes, atomic_write_json
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ class ContrastiveAlignmentTrainer:
         eval_batch_size: batch size of validation passes.
         ks: recall cut-offs for validation.
         positive_group_key: per-sample metadata key of ``val_dataset`` (e.g. ``"sequence"``) whose
-            equal values count as retrieval positives (see :mod:`modeling_evalign.metrics`).
+            equal values count as retrieval positives (see :mod:`modeling_evalign.evaluation.metrics`).
         overlap_positives: count same-sequence overlapping windows of ``val_dataset`` as retrieval
             positives (per-sample ``sequence``, ``window_start_us``, ``window_end_us``); consecutive DSEC
             windows overlap in content. Exclusive with ``positive_group_key``.
@@ -380,7 +380,7 @@ class ContrastiveAlignmentTrainer:
         import numpy
         import transformers
 
-        from . import __version__
+        from .. import __version__
 
         if not hasattr(self.model, "save_pretrained"):
             raise TypeError(f"{type(self.model).__name__} has no save_pretrained: cannot write {save_dir}")

@@ -1,6 +1,6 @@
-"""evalign retrieval recall as a local ``evaluate`` metric (delegates to ``modeling_evalign.metrics``).
+"""evalign retrieval recall as a local ``evaluate`` metric (delegates to ``modeling_evalign.evaluation.metrics``).
 
-Load without network: ``modeling_evalign.metrics.load_metric("retrieval")`` (or ``evaluate.load`` of
+Load without network: ``modeling_evalign.evaluation.metrics.load_metric("retrieval")`` (or ``evaluate.load`` of
 this directory). ``predictions`` are aligned event features and ``references`` the target features,
 one vector per row, row ``i`` paired with row ``i``.
 """
@@ -8,7 +8,7 @@ one vector per row, row ``i`` paired with row ``i``.
 import datasets
 import evaluate
 
-from modeling_evalign.metrics import TimeWindows, bidirectional_recall
+from modeling_evalign.evaluation.metrics import TimeWindows, bidirectional_recall
 
 _DESCRIPTION = """Cross-modal retrieval recall at K between aligned event features (predictions) and target
 features (references), cosine similarity, in both directions. The positive of query i is gallery row i;

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .io_utils import atomic_write_bytes, atomic_write_json
+from ..utils.io_utils import atomic_write_bytes, atomic_write_json
 
 
 def _pyplot():

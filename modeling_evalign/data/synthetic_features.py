@@ -80,10 +80,10 @@ def write_feature_directory(
     ``metadata.json`` gets per-sample ``sequence``, ``window_start_us`` and ``window_end_us``
     (consecutive windows of ``window_us`` microseconds). Returns ``path``.
     """
-    from .data.alignment_dataset import AlignmentDataset
+    from .alignment_dataset import AlignmentDataset
 
     pairs = make_linear_pairs(n, event_dim, target_dim, noise=noise, seed=seed, num_tokens=num_tokens)
-    metadata: dict[str, Any] = {"source": "modeling_evalign.synthetic_features", "noise": noise, "seed": seed}
+    metadata: dict[str, Any] = {"source": "modeling_evalign.data.synthetic_features", "noise": noise, "seed": seed}
     if num_sequences is not None:
         if isinstance(num_sequences, bool) or not isinstance(num_sequences, int) or not 1 <= num_sequences <= n:
             raise ValueError(f"num_sequences must be an int in [1, n={n}], got {num_sequences!r}")

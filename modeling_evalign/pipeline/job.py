@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from .io_utils import atomic_write_json, atomic_write_text
+from ..utils.io_utils import atomic_write_json, atomic_write_text
 
 DEFAULT_FIRENET = Path(__file__).resolve().parents[2] / "shared" / "weights" / "firenet" / "model.pth"
 
@@ -84,7 +84,7 @@ def _log(msg: str) -> None:
 
 
 def _encoder(cfg: PipelineConfig):
-    from .features.extraction import load_clip_vision, tiny_clip_vision
+    from ..features.extraction import load_clip_vision, tiny_clip_vision
 
     if cfg.clip:
         return load_clip_vision(cfg.clip)
@@ -92,7 +92,7 @@ def _encoder(cfg: PipelineConfig):
 
 
 def _extraction_options():
-    from .features.extraction import ExtractionOptions
+    from ..features.extraction import ExtractionOptions
 
     # pooled EventGPT event features vs the mean patch token of the RGB frame (penultimate layer, as
     # Video-LLaVA); a tiny random tower's CLS token barely depends on the image, its patch tokens do.
@@ -100,7 +100,7 @@ def _extraction_options():
 
 
 def build_splits(cfg: PipelineConfig, tree: Path, duration: str, cache_dir: Path):
-    from .data.dsec_builder import DsecAlignmentBuilder
+    from ..data.dsec_builder import DsecAlignmentBuilder
 
     builder = DsecAlignmentBuilder(
         config_name=duration, data_dir=str(tree), cache_dir=str(cache_dir), val_fraction=0.15, test_fraction=0.25
@@ -110,7 +110,7 @@ def build_splits(cfg: PipelineConfig, tree: Path, duration: str, cache_dir: Path
 
 
 def extract_splits(cfg: PipelineConfig, splits: dict, out: Path, encoder) -> dict[str, Path]:
-    from .features.extraction import extract_features
+    from ..features.extraction import extract_features
 
     dirs = {}
     for split, ds in splits.items():
@@ -120,7 +120,7 @@ def extract_splits(cfg: PipelineConfig, splits: dict, out: Path, encoder) -> dic
 
 
 def evaluate_features(event: torch.Tensor, target: torch.Tensor, groups: list[Any]) -> dict[str, float]:
-    from .metrics import bidirectional_recall, cosine_similarity, mse
+    from ..evaluation.metrics import bidirectional_recall, cosine_similarity, mse
 
     metrics = bidirectional_recall(event, target, ks=(1, 5, 10))
     seq = bidirectional_recall(event, target, ks=(1,), positive_groups=groups)
@@ -139,9 +139,9 @@ def _aligned(model, features: torch.Tensor) -> torch.Tensor:
 def _train_strategy(cfg: PipelineConfig, strategy: str, dirs: dict[str, Path], out: Path):
     from transformers import AutoModel
 
-    from .data.alignment_dataset import AlignmentDataset
-    from .training.config import TrainConfig
-    from .training.loop import run
+    from ..data.alignment_dataset import AlignmentDataset
+    from ..training.config import TrainConfig
+    from ..training.loop import run
 
     final = out / "final"
     if not (final / "config.json").is_file():
@@ -169,8 +169,8 @@ def _train_strategy(cfg: PipelineConfig, strategy: str, dirs: dict[str, Path], o
 
 
 def _closed_form(cfg: PipelineConfig, train) -> torch.nn.Module:
-    from .lightweight.configuration_lightweight import LightweightAlignmentConfig
-    from .lightweight.modeling_lightweight import LightweightAlignmentModule
+    from ..lightweight.configuration_lightweight import LightweightAlignmentConfig
+    from ..lightweight.modeling_lightweight import LightweightAlignmentModule
 
     model = LightweightAlignmentModule(
         LightweightAlignmentConfig(event_dim=train.event_dim, target_dim=train.target_dim, adapter_type="linear")
@@ -182,8 +182,8 @@ def _closed_form(cfg: PipelineConfig, train) -> torch.nn.Module:
 def _reconstruction_features(cfg: PipelineConfig, tree: Path, test, encoder) -> torch.Tensor:
     """FireNet frames of every test window (state carried along each sequence) -> the same tower and token
     reduction as the target features (mean patch token of the penultimate layer)."""
-    from .events.dsec_reader import DsecEventReader
-    from .reconstruction.modeling_reconstruction import ReconstructionAlignmentModule, encode_windows
+    from ..events.dsec_reader import DsecEventReader
+    from ..reconstruction.modeling_reconstruction import ReconstructionAlignmentModule, encode_windows
 
     model = ReconstructionAlignmentModule.from_reconstruction_checkpoint(
         cfg.firenet, clip_model_name_or_path=cfg.clip, clip_config=None if cfg.clip else encoder.config.to_dict(),
@@ -205,8 +205,8 @@ def _reconstruction_features(cfg: PipelineConfig, tree: Path, test, encoder) -> 
 
 
 def run_pipeline(cfg: PipelineConfig) -> list[StrategyRow]:
-    from .data.alignment_dataset import AlignmentDataset
-    from .events.synthetic_dsec import write_synthetic_dsec
+    from ..data.alignment_dataset import AlignmentDataset
+    from ..events.synthetic_dsec import write_synthetic_dsec
 
     torch.manual_seed(cfg.seed)
     out = Path(cfg.output_dir)

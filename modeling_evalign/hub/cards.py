@@ -10,8 +10,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .hub_templates import template_path
-from .io_utils import atomic_write_bytes, atomic_write_text
+from ..utils.io_utils import atomic_write_bytes, atomic_write_text
+from .templates import template_path
 
 CARD_TEMPLATE = "model_card.md.jinja"
 TRAINING_CURVE_FILE = "training_curve.png"
@@ -160,7 +160,7 @@ def write_model_card(
             atomic_write_bytes(folder / plot_path.name, plot_path.read_bytes())
         plot_file = plot_path.name
     elif training_info.get("history"):
-        from .plots import plot_training_curve
+        from ..evaluation.plots import plot_training_curve
 
         plot_training_curve(training_info["history"], folder / TRAINING_CURVE_FILE)
         plot_file = TRAINING_CURVE_FILE

@@ -1,0 +1,72 @@
+"""Command-line conventions shared by every entry point: user errors are ONE line on stderr, exit status 2.
+
+    from modeling_evalign.utils.cli import ArgumentParser, run_cli
+
+    def main(argv=None) -> int:
+        args = ArgumentParser(prog="build_dsec.py").parse_args(argv)
+        ...
+
+    if __name__ == "__main__":
+        raise SystemExit(run_cli(main))
+
+Bad flags (argparse), missing paths and invalid configs (``ValueError`` from a config's checks,
+``FileNotFoundError``...) print ``prog: error: <message>`` and return 2. Set ``EVALIGN_TRACEBACK=1`` to
+see the full traceback of such an error while debugging; real bugs (any other exception) keep theirs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+EXIT_USAGE = 2
+
+# Exceptions that mean "the user gave something wrong", reported without a traceback.
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    ValueError,
+    FileNotFoundError,
+    NotADirectoryError,
+    IsADirectoryError,
+    PermissionError,
+    FileExistsError,
+)
+
+
+class CLIError(ValueError):
+    """A user-facing command-line error (bad value, missing input): one line, exit status 2."""
+
+
+def one_line(message: object) -> str:
+    """Collapse a (possibly multi-line) message to one line."""
+    return " ".join(str(message).split())
+
+
+def report_error(prog: str, message: object) -> int:
+    print(f"{prog}: error: {one_line(message)}", file=sys.stderr, flush=True)
+    return EXIT_USAGE
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with a one-line error (``prog: error: ...``, plus a pointer to --help) and exit status 2."""
+
+    def error(self, message: str):
+        print(f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)", file=sys.stderr, flush=True)
+        raise SystemExit(EXIT_USAGE)
+
+
+def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None,
+            prog: str | None = None) -> int:
+    """Run ``main(argv)``; user errors become one stderr line and exit status 2."""
+    prog = prog or Path(sys.argv[0]).name or "evalign"
+    try:
+        return int(main(argv) or 0)
+    except USER_ERRORS as err:
+        if os.environ.get("EVALIGN_TRACEBACK"):
+            raise
+        return report_error(prog, err)
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr, flush=True)
+        return 130
