@@ -47,7 +47,7 @@ def naive_recall(query: torch.Tensor, gallery: torch.Tensor, ks=(1, 5, 10)) -> d
 
 
 def worker(kind: str, n: int, dim: int, threads: int) -> dict:
-    from modeling_evalign.metrics import retrieval_recall
+    from modeling_evalign.evaluation.metrics import retrieval_recall
 
     torch.set_num_threads(threads)
     gen = torch.Generator().manual_seed(0)

@@ -20,8 +20,8 @@ import time
 import torch
 from transformers import LlamaForCausalLM
 
-from modeling_evalign.speculative import acceptance_from_trace, greedy_generate, measure_acceptance
-from modeling_evalign.tiny_models import tiny_llama_config
+from modeling_evalign.evaluation.speculative import acceptance_from_trace, greedy_generate, measure_acceptance
+from modeling_evalign.features.tiny_models import tiny_llama_config
 
 
 def time_it(fn, device, repeats: int) -> tuple[float, object]:

@@ -104,7 +104,7 @@ def main() -> None:
 
     from transformers import CLIPModel
 
-    from modeling_evalign.tiny_models import tiny_clip_config
+    from modeling_evalign.features.tiny_models import tiny_clip_config
 
     with tempfile.TemporaryDirectory() as tmp:
         clip_dir = str(Path(tmp) / "clip")

@@ -79,7 +79,11 @@ def _parse_features(items: list[str]) -> dict[str, str]:
 
 
 def _fitter(name: str, args, text_model: str | None):
-    from modeling_evalign.cross_duration import contrastive_fitter, ridge_fitter, triple_modal_fitter
+    from modeling_evalign.evaluation.cross_duration import (
+        contrastive_fitter,
+        ridge_fitter,
+        triple_modal_fitter,
+    )
 
     if name == "lightweight":
         return ridge_fitter(args.ridge)
@@ -113,8 +117,8 @@ def _fit_or_resume(fitter, train, fit_dir: Path):
     from transformers import AutoModel
 
     import modeling_evalign  # noqa: F401  (registers the strategies with AutoModel)
-    from modeling_evalign.cross_duration import aligner_from_model
-    from modeling_evalign.io_utils import atomic_write_json
+    from modeling_evalign.evaluation.cross_duration import aligner_from_model
+    from modeling_evalign.utils.io_utils import atomic_write_json
 
     info_file = fit_dir / "fit.json"
     if info_file.is_file():
@@ -156,14 +160,14 @@ def main(argv: list[str] | None = None) -> dict:
     from jinja2 import Template
     from tqdm.auto import tqdm
 
-    from modeling_evalign.cross_duration import (
+    from modeling_evalign.data.alignment_dataset import AlignmentDataset
+    from modeling_evalign.evaluation.cross_duration import (
         cross_duration_matrix,
         evaluate_alignment,
         write_cross_duration_report,
     )
-    from modeling_evalign.data.alignment_dataset import AlignmentDataset
-    from modeling_evalign.io_utils import atomic_write_json, atomic_write_text
-    from modeling_evalign.plots import before_after_panels, plot_feature_space, plot_training_curve
+    from modeling_evalign.evaluation.plots import before_after_panels, plot_feature_space, plot_training_curve
+    from modeling_evalign.utils.io_utils import atomic_write_json, atomic_write_text
 
     feature_dirs = _parse_features(args.features)
     out = Path(args.out)

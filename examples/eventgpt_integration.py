@@ -23,7 +23,7 @@ network in reality, which is what keeps the acceptance below 1 even for perfect 
 Synthetic pairs: event tokens = a fixed random nonlinear function of the (upsampled) target tokens
 plus noise. The adapter is fitted in closed form (ridge), saved with ``save_pretrained`` and reloaded
 with ``AutoModel.from_pretrained(..., trust_remote_code=True)`` as EventGPT would. Acceptance is
-measured by the exact greedy draft/verify loop (:func:`modeling_evalign.speculative.measure_acceptance`)
+measured by the exact greedy draft/verify loop (:func:`modeling_evalign.evaluation.speculative.measure_acceptance`)
 with three draft prefixes:
 
 * ``aligned``: projector(adapter(event tokens));
@@ -48,13 +48,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from modeling_evalign.diagnosis import modality_gap
-from modeling_evalign.io_utils import atomic_write_text
+from modeling_evalign.evaluation.diagnosis import modality_gap
+from modeling_evalign.evaluation.speculative import feature_agreement_proxy, measure_acceptance
+from modeling_evalign.features.tiny_models import tiny_llama_config
 from modeling_evalign.lightweight.configuration_lightweight import LightweightAlignmentConfig
 from modeling_evalign.lightweight.modeling_lightweight import LightweightAlignmentModule
-from modeling_evalign.speculative import feature_agreement_proxy, measure_acceptance
-from modeling_evalign.tiny_models import tiny_llama_config
 from modeling_evalign.token_grid import resample_token_grid
+from modeling_evalign.utils.io_utils import atomic_write_text
 
 # tiny stand-ins for (real): event grid 6x6 (24x24) + CLS, target grid 4x4 (16x16),
 # CLIP width 32 (1024), LLM width 48 (4096), vocabulary 128 (32000)
