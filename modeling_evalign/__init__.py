@@ -3,6 +3,12 @@
 Importing the package registers every strategy with ``AutoConfig``/``AutoModel`` (this imports
 torch and transformers' modeling base, nothing heavier). Everything else (datasets, h5py, peft,
 accelerate, plotting) is imported on first use of the name that needs it.
+
+Layout, by concern: one folder per strategy (``lightweight``, ``contrastive``, ``triple_modal``,
+``reconstruction``); inputs (``events``, ``data``, ``features``); ``training`` (the one loop);
+``evaluation``; ``hub``; ``pipeline`` (the main job); ``utils``. The root keeps the shared model base
+(``configuration_utils``, ``modeling_utils``, ``modeling_outputs``, ``losses``, ``token_grid``) and
+``selection``.
 """
 
 from __future__ import annotations
