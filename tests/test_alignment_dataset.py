@@ -226,3 +226,31 @@ def test_legacy_pt_and_bfloat16_safetensors(tmp_path):
     ds = AlignmentDataset.from_directory(tmp_path)
     assert torch.equal(ds.event_features, ev) and ds.target_features.dtype == torch.bfloat16
     assert torch.equal(ds[1]["target_features"], tg[1].float())
+
+
+def test_truncated_safetensors_named_with_promised_and_present_sizes(tmp_path):
+    d = tmp_path / "features" / "train"
+    _write(d, torch.randn(40, 2048), torch.randn(40, 16))  # 40 x 2048 float32 = 327,680 bytes of data
+    path = d / "event_features.safetensors"
+    header = 8 + struct.unpack("<Q", path.read_bytes()[:8])[0]
+    with open(path, "r+b") as f:
+        f.truncate(header + 163_840)
+    with pytest.raises(ValueError) as info:
+        AlignmentDataset.from_directory(d)
+    assert str(info.value) == (
+        f"{path} is truncated: header promises 327,680 bytes of data, file has 163,840"
+    )
+    with open(path, "r+b") as f:  # cut inside the JSON header itself
+        f.truncate(20)
+    with pytest.raises(ValueError, match=r"is truncated: its header promises a [\d,]+-byte header, file has 20"):
+        AlignmentDataset.from_directory(d)
+
+
+def test_truncated_pt_features_are_named(tmp_path):
+    torch.save(torch.randn(64, 32), tmp_path / "event_features.pt")
+    torch.save(torch.randn(64, 8), tmp_path / "target_features.pt")
+    assert len(AlignmentDataset.from_directory(tmp_path)) == 64  # the brief's features/*.pt layout reads
+    path = tmp_path / "event_features.pt"
+    path.write_bytes(path.read_bytes()[:3000])
+    with pytest.raises(ValueError, match=rf"{path}: not a readable torch file \(truncated or corrupt"):
+        AlignmentDataset.from_directory(tmp_path)

@@ -265,3 +265,35 @@ def test_reader_opened_before_fork_reopens_in_the_child(recording):
     assert pid != os.getpid()
     np.testing.assert_array_equal(t, parent.t)
     reader.close()
+
+
+def test_truncated_events_file_names_path_and_sizes(tmp_path):
+    ev = random_events(n=2000, duration_us=20_000, seed=4)
+    path = write_file(tmp_path / "events.h5", ev, 20_000, batches=2, chunk=256)
+    full = path.stat().st_size
+    with open(path, "r+b") as f:
+        f.truncate(full // 2)
+    reader = DsecEventReader(path)  # lazy: the damage shows on first read
+    with pytest.raises(ValueError, match="is truncated") as info:
+        reader.read_window(T_OFFSET, T_OFFSET + 1000)
+    msg = str(info.value)
+    assert str(path) in msg and f"{full // 2:,}" in msg and f"{full:,}" in msg
+    path.write_bytes(b"not hdf5 at all" * 10)
+    with pytest.raises(ValueError, match=rf"{path}: not a readable HDF5 events file"):
+        _ = DsecEventReader(path).num_events
+
+
+def test_unsorted_timestamps_report_the_first_bad_index(tmp_path):
+    ev = random_events(n=600, duration_us=6000, seed=5)
+    path = write_file(tmp_path / "events.h5", ev, 6000, batches=1, chunk=64)
+    with h5py.File(path, "a") as f:
+        t = f["events/t"][:].astype(np.int64)
+        bad = int(np.searchsorted(t, 3500))  # inside ms 3: one event jumps 300 µs ahead of its successors
+        t[bad] += 300
+        f["events/t"][:] = t
+    first = int(np.flatnonzero(np.diff(t) < 0)[0]) + 1  # brute force over the whole file
+    assert first == bad + 1
+    reader = DsecEventReader(path)
+    assert len(reader.read_window(T_OFFSET, T_OFFSET + 2000)) > 0  # windows before the damage still read
+    with pytest.raises(ValueError, match=rf"{path}: /events/t is not sorted: t\[{first}\]"):
+        reader.read_window(T_OFFSET + 3000, T_OFFSET + 5000)

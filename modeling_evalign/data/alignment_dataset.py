@@ -24,7 +24,8 @@ out as float32). Row ``i`` of the event file is paired with row ``i`` of the tar
 
 ``num_samples``/``event_dim``/``target_dim``/``event_shape``/``target_shape`` and the length of ``samples`` are checked against the
 tensors. Safetensors files are memory-mapped (copy-on-write), so a large file is paged in as rows
-are read instead of loaded whole; the finiteness check streams through it in blocks.
+are read instead of loaded whole; the finiteness check streams through it in blocks. Reading the files
+(and the truncation check) lives in :mod:`.feature_files`.
 """
 
 from __future__ import annotations
@@ -32,8 +33,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import pickle
-import struct
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -42,101 +41,11 @@ import numpy as np
 import torch
 
 from ..utils.io_utils import atomic_directory, atomic_write_json
+from .feature_files import EVENT_STEM, METADATA_FILE, TARGET_STEM, find_feature_file, read_features
 
 logger = logging.getLogger(__name__)
 
-EVENT_STEM = "event_features"
-TARGET_STEM = "target_features"
-METADATA_FILE = "metadata.json"
-_SUFFIXES = (".safetensors", ".pt")
 _CHECK_BLOCK_ELEMENTS = 2**24  # finiteness check reads this many elements at a time
-
-# safetensors dtype tag -> numpy dtype (bf16 has no numpy dtype: read through safetensors instead)
-_NP_DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16}
-
-
-def _find_file(directory: Path, stem: str) -> Path:
-    for suffix in _SUFFIXES:
-        candidate = directory / f"{stem}{suffix}"
-        if candidate.is_file():
-            return candidate
-    names = " or ".join(f"{stem}{s}" for s in _SUFFIXES)
-    raise FileNotFoundError(
-        f"{directory}: no {names} (see modeling_evalign.data.alignment_dataset for the format)"
-    )
-
-
-def _read_safetensors(path: Path, mmap: bool) -> torch.Tensor:
-    """The single tensor of a safetensors file (key "features" preferred), memory-mapped when possible."""
-    try:
-        with open(path, "rb") as f:
-            (header_len,) = struct.unpack("<Q", f.read(8))
-            header = json.loads(f.read(header_len))
-    except (OSError, struct.error, ValueError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path}: not a readable safetensors file ({e})") from e
-    tensors = {k: v for k, v in header.items() if k != "__metadata__"}
-    if "features" in tensors:
-        key = "features"
-    elif len(tensors) == 1:
-        key = next(iter(tensors))
-    else:
-        raise KeyError(
-            f"{path}: expected one tensor or a tensor named 'features', found keys {sorted(tensors)}"
-        )
-    info = tensors[key]
-    np_dtype = _NP_DTYPES.get(info["dtype"])
-    if mmap and np_dtype is not None and int(np.prod(info["shape"])) > 0:
-        begin, _ = info["data_offsets"]
-        array = np.memmap(
-            path,
-            dtype=np.dtype(np_dtype).newbyteorder("<"),
-            mode="c",
-            offset=8 + header_len + begin,
-            shape=tuple(info["shape"]),
-        )
-        return torch.from_numpy(array)
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as f:
-        return f.get_tensor(key)
-
-
-def _read_pt(path: Path, mmap: bool) -> torch.Tensor:
-    def load(use_mmap: bool) -> Any:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=use_mmap)
-
-    try:
-        try:
-            obj = load(mmap)
-        except RuntimeError as e:  # legacy (non-zip) files cannot be memory-mapped
-            if not mmap or "mmap" not in str(e):
-                raise
-            obj = load(False)
-    except pickle.UnpicklingError as e:
-        raise ValueError(
-            f"{path}: refused to load: it needs classes outside tensors and plain containers to unpickle "
-            f"(read with torch.load(weights_only=True)); re-save it as a tensor or {{'features': tensor}}. {e}"
-        ) from e
-    if isinstance(obj, dict):
-        if "features" in obj:
-            obj = obj["features"]
-        elif len(obj) == 1:
-            obj = next(iter(obj.values()))
-        else:
-            raise KeyError(
-                f"{path}: expected a tensor or a dict with key 'features', found keys {sorted(map(str, obj))}"
-            )
-    if not isinstance(obj, torch.Tensor):
-        raise TypeError(
-            f"{path}: expected a tensor or a dict with a 'features' tensor, found {type(obj).__name__}"
-        )
-    return obj
-
-
-def _read_features(path: Path, mmap: bool = True) -> torch.Tensor:
-    if path.suffix == ".safetensors":
-        return _read_safetensors(path, mmap)
-    return _read_pt(path, mmap)
 
 
 def _check_features(t: Any, name: str) -> torch.Tensor:
@@ -249,7 +158,7 @@ class AlignmentDataset(torch.utils.data.Dataset):
         directory = Path(path)
         if not directory.is_dir():
             raise FileNotFoundError(f"feature directory {directory} does not exist")
-        ev_path, tg_path = _find_file(directory, EVENT_STEM), _find_file(directory, TARGET_STEM)
+        ev_path, tg_path = find_feature_file(directory, EVENT_STEM), find_feature_file(directory, TARGET_STEM)
         metadata = None
         meta_path = directory / METADATA_FILE
         if meta_path.is_file():
@@ -261,8 +170,8 @@ class AlignmentDataset(torch.utils.data.Dataset):
                 raise ValueError(f"{meta_path}: expected a JSON object at top level")
         try:
             return cls(
-                _read_features(ev_path, mmap),
-                _read_features(tg_path, mmap),
+                read_features(ev_path, mmap),
+                read_features(tg_path, mmap),
                 metadata,
                 validate=validate,
                 source_names=(str(ev_path), str(tg_path)),

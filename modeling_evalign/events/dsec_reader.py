@@ -8,6 +8,7 @@ All times in this module are in the **image clock** (µs): raw event ``t`` + ``t
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,35 @@ def _as_int(name: str, value: Any) -> int:
     return int(value)
 
 
+def _open_h5(h5py, path: Path):
+    """``h5py.File(path)``; a damaged file raises ValueError naming it and what is wrong (h5py's OSError
+    says neither clearly: a file cut short reports its size against the size its superblock promises)."""
+    try:
+        return h5py.File(path, "r")
+    except OSError as err:
+        text = str(err)
+        found = re.search(r"eof = (\d+).*stored_eof = (\d+)", text)
+        if found:
+            have, promised = (int(v) for v in found.groups())
+            raise ValueError(
+                f"{path} is truncated: its HDF5 superblock promises {promised:,} bytes, file has {have:,}"
+            ) from err
+        raise ValueError(f"{path}: not a readable HDF5 events file (expected DSEC's events.h5: {text})") from err
+
+
+def _check_sorted(t: np.ndarray, first_index: int, path: Path) -> None:
+    """ValueError naming the first index where ``t`` decreases (a check of the slice just read: O(window))."""
+    if t.size > 1:
+        drops = np.flatnonzero(t[1:] < t[:-1])
+        if drops.size:
+            i = first_index + int(drops[0]) + 1
+            raise ValueError(
+                f"{path}: /events/t is not sorted: t[{i}] = {int(t[i - first_index])} < "
+                f"t[{i - 1}] = {int(t[i - first_index - 1])} (first decrease in the window read; DSEC's "
+                "t must be non-decreasing)"
+            )
+
+
 class DsecEventReader:
     """Windows of one DSEC ``events.h5``.
 
@@ -92,7 +122,7 @@ class DsecEventReader:
             import h5py
             import hdf5plugin  # noqa: F401  (registers the Blosc filter in this process)
 
-            self._file = h5py.File(self.path, "r")
+            self._file = _open_h5(h5py, self.path)
             self._pid = os.getpid()
             if self._meta is None:
                 self._meta = self._validate(self._file)
@@ -186,7 +216,7 @@ class DsecEventReader:
             if rect.is_file():
                 import h5py
 
-                with h5py.File(rect, "r") as f:
+                with _open_h5(h5py, rect) as f:
                     if RECTIFY_MAP not in f or f[RECTIFY_MAP].ndim != 3 or f[RECTIFY_MAP].shape[2] != 2:
                         raise ValueError(
                             f"{rect}: expected dataset /{RECTIFY_MAP} of shape (height, width, 2)"
@@ -223,6 +253,7 @@ class DsecEventReader:
         i1 = int(ms[ms_b]) if ms_b < ms.shape[0] else n
         i0, i1 = min(i0, n), min(max(i1, i0), n)
         t_raw = f["events/t"][i0:i1]
+        _check_sorted(t_raw, i0, self.path)
         lo = i0 + int(np.searchsorted(t_raw, a, side="left"))
         hi = i0 + int(np.searchsorted(t_raw, b, side="left"))
         t = t_raw[lo - i0 : hi - i0].astype(np.int64)
