@@ -262,9 +262,9 @@ def cross_duration_matrix(
     metrics: dict[str, dict[str, dict[str, float]]] = {}
     items = names
     if progress:
-        from tqdm.auto import tqdm
+        from ..utils.progress import progress_bar
 
-        items = tqdm(names, desc="cross-duration", unit="duration")
+        items = progress_bar(names, desc="cross-duration", unit="duration")
     for train_name in items:
         align = fitted[train_name] if fitted and train_name in fitted else fitter(splits[train_name][0])
         metrics[train_name] = {}

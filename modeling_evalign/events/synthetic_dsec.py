@@ -92,7 +92,8 @@ def write_synthetic_sequence(
     """Write one sequence to ``dest`` atomically (temp dir + rename); returns ``dest``."""
     import h5py  # noqa: F401  (fail early, before any work, when h5py is missing)
     from PIL import Image
-    from tqdm.auto import tqdm
+
+    from ..utils.progress import progress_bar
 
     opt = options or SyntheticDsecOptions()
     if not seconds > 0:
@@ -127,7 +128,7 @@ def write_synthetic_sequence(
         write_rectify_map(tmp / RECTIFY_MAP_FILE, sh, sw)
         writer = DsecEventWriter(tmp / EVENTS_FILE, t_offset=t_offset, chunk_events=opt.chunk_events)
         try:
-            bar = tqdm(
+            bar = progress_bar(
                 total=len(image_times), desc=f"{dest.name} ({scene})", unit="img", disable=not progress
             )
             for i, t_img in enumerate(image_times):

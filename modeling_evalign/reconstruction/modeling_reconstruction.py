@@ -234,14 +234,14 @@ def encode_windows(
     carries that field (e.g. ``"sequence"``), the state resets whenever its value changes. Windows must
     be in temporal order within a sequence. Runs without gradients on the model's device.
     """
-    from tqdm.auto import tqdm
+    from ..utils.progress import progress_bar
 
     model.reset()
     was_training = model.training
     model.eval()
     feats, current = [], object()
     try:
-        for window in tqdm(windows, desc="reconstruction features", disable=not progress):
+        for window in progress_bar(windows, desc="reconstruction features", disable=not progress):
             if reset_key is not None and not isinstance(window, (tuple, list)):
                 key = window.get(reset_key) if hasattr(window, "get") else getattr(window, reset_key, None)
                 if key is not None and key != current:
