@@ -1,17 +1,99 @@
-"""The product brief's DSEC alignment script: an alias of ``train_accelerate.py`` with the brief's flags.
+#!/usr/bin/env python
+"""The product brief's DSEC script: per duration, windows -> features -> training -> test metrics -> checkpoint.
 
-    python run_egpt_dsec_alignment.py --durations 200ms 500ms 1s --strategy contrastive --num_epochs 20 \\
-        --batch_size 32 --train_dir features/{duration}/train --val_dir features/{duration}/val
+    python run_egpt_dsec_alignment.py --durations 200ms 500ms 1s 2s 4s 5s 10s 20s --strategy contrastive \\
+        --num_epochs 20 --batch_size 32
+    python run_egpt_dsec_alignment.py --durations 200ms --strategy lightweight --num_epochs 10
 
-Feature strategies (lightweight, contrastive) read feature directories (``{duration}`` is substituted);
-``contrastive_image`` reads the DSEC tree (``--dsec_data_dir``). Every other train_accelerate.py flag works.
+DSEC root: ``--dsec_data_dir``, else ``$EVALIGN_DSEC_ROOT``, else ``./data/dsec``. Writes
+``<output_dir>/alignment_<duration>/`` (default ``checkpoints/``: an HF directory for ``AutoModel``, its
+training_info.json and card, and ``features/``) and ends with one table across durations; see
+``modeling_evalign.pipeline.dsec_alignment``. Towers: ``--event_model``/``--target_model`` (repo id, path or
+``tiny``, the offline default). Every train_accelerate.py flag works too.
+
+Training-only uses keep train_accelerate.py's behaviour (output ``<output_dir>/<duration>/final``):
+``--train_dir features/{duration}/train`` (feature directories) and the image-level strategies
+(``contrastive_image``, ``triple_modal_image``), which train on the DSEC images directly.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 
-from train_accelerate import main
+from modeling_evalign.utils.cli import ArgumentParser, run_cli
+
+PROG = "run_egpt_dsec_alignment.py"
+
+
+def _parser():
+    from transformers import HfArgumentParser
+
+    from modeling_evalign.features.extraction import EVENT_POOLINGS, TARGET_TOKENS
+    from modeling_evalign.pipeline.dsec_alignment import DsecJobOptions
+    from modeling_evalign.training.config import TrainConfig
+
+    class Parser(ArgumentParser, HfArgumentParser):  # HF's flags per TrainConfig field, one-line errors
+        pass
+
+    parser = Parser(TrainConfig, prog=PROG, description=__doc__.split("\n\n")[0])
+    parser.set_defaults(strategy="contrastive", output_dir="checkpoints", learning_rate=1e-4)  # the brief's
+    d = DsecJobOptions()
+    job = parser.add_argument_group("DSEC job (towers, feature extraction, split by sequence)")
+
+    def add(name, **kw):
+        job.add_argument(f"--{name}", f"--{name.replace('_', '-')}", dest=name, **kw)
+
+    add("event_model", default=d.event_model, help="event tower: repo id, path or 'tiny' (offline default)")
+    add("target_model", default=None, help="target tower (default: the event tower)")
+    add("model_revision", default=None, help="revision of the towers")
+    add("event_pooling", default=d.event_pooling, choices=EVENT_POOLINGS)
+    add("event_layer", type=int, default=d.event_layer)
+    add("target_tokens", default=d.target_tokens, choices=TARGET_TOKENS)
+    add("target_layer", type=int, default=d.target_layer, help="-2 = penultimate (Video-LLaVA)")
+    add("extract_batch_size", type=int, default=d.extract_batch_size, help="windows per tower forward pass")
+    add("split_val_fraction", type=float, default=d.split_val_fraction, help="validation share of the sequences")
+    add("split_test_fraction", type=float, default=d.split_test_fraction, help="held-out test share of sequences")
+    add("split_seed", type=int, default=d.split_seed)
+    add("num_proc", type=int, default=None, help="parallel builder jobs")
+    add("device", default=None, choices=["cpu", "cuda"], help="default: cuda when available")
+    return parser, TrainConfig, DsecJobOptions
+
+
+def main(argv: list[str] | None = None) -> int:
+    from modeling_evalign.training.config import DSEC_DURATIONS, IMAGE_STRATEGIES
+
+    parser, TrainConfig, DsecJobOptions = _parser()
+    args = vars(parser.parse_args(argv))
+    bad = [d for d in args["durations"] if d not in DSEC_DURATIONS]
+    if bad:
+        parser.error(f"argument --durations: invalid choice {bad[0]!r} (choose from {', '.join(DSEC_DURATIONS)})")
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    options = DsecJobOptions(**{k: v for k, v in args.items() if k not in names})
+    for name in ("extract_batch_size",):
+        if getattr(options, name) < 1:
+            parser.error(f"argument --{name}: expected an integer >= 1, got {getattr(options, name)}")
+    fields = {k: v for k, v in args.items() if k in names}
+    fields["durations"] = fields["durations"] or ["1s"]  # the brief's default duration
+    if fields["train_dir"] or fields["strategy"] in IMAGE_STRATEGIES:  # train_accelerate.py's behaviour
+        from modeling_evalign.pipeline.dsec_alignment import resolve_dsec_root
+        from modeling_evalign.training.loop import run
+
+        if not fields["train_dir"]:
+            fields["dsec_data_dir"] = str(resolve_dsec_root(fields["dsec_data_dir"]))
+        elif not args["durations"] and "{duration}" not in fields["train_dir"]:
+            fields["durations"] = []  # one run on the given feature directories
+        fields["cpu"] = fields["cpu"] or options.device == "cpu"
+        for result in run(TrainConfig(**fields)):
+            status = "interrupted (resumable)" if result.interrupted else "finished"
+            print(f"[evalign] {result.output_dir}: {status} at step {result.global_step}", flush=True)
+        return 0
+    from modeling_evalign.pipeline.dsec_alignment import resolve_dsec_root, run_job
+
+    fields["dsec_data_dir"] = str(resolve_dsec_root(fields["dsec_data_dir"]))  # fail before any tower is built
+    run_job(TrainConfig(**fields), options)
+    return 0
+
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main, prog=PROG))

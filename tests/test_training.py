@@ -240,6 +240,9 @@ def test_dsec_image_pairs_end_to_end(tmp_path_factory, tmp_path):
     assert 8 <= total <= 12 and info["global_steps"] == info["counts"]["train"] // 4
     assert (tmp_path / "runs" / "500ms" / "final" / "adapter" / "adapter_config.json").is_file()
     # feature strategies on DSEC: features are extracted with the frozen CLIP first (once), then trained on
+    # (train_accelerate.py; run_egpt_dsec_alignment.py runs the whole per-duration job for these strategies)
+    from train_accelerate import main
+
     argv = ["--strategy", "lightweight", "--dsec_data_dir", str(tree), "--durations", "1s", "--dsec_cache_dir",
             str(tmp_path / "cache"), "--clip_model", str(tmp_path / "clip"), "--num_epochs", "1", "--batch_size", "2",
             "--output_dir", str(tmp_path / "lw"), "--cpu"]

@@ -77,7 +77,8 @@ def _table_worthy(key: str, value: Any) -> bool:
 
 
 def build_card_data(
-    *, model_id: str, strategy: str, metrics: Mapping[str, Any], datasets: Sequence[str], base_model: str | None = None
+    *, model_id: str, strategy: str, metrics: Mapping[str, Any], datasets: Sequence[str], base_model: str | None = None,
+    split: str = "validation",
 ):
     """The card's YAML metadata as a ``ModelCardData`` (library, tags, datasets, model-index results)."""
     from huggingface_hub import EvalResult, ModelCardData
@@ -91,7 +92,7 @@ def build_card_data(
             dataset_type=dataset,
             dataset_name=dataset,
             dataset_config=config or None,
-            dataset_split="validation",
+            dataset_split=split,
             metric_type=_metric_type(name),
             metric_name=name,
             metric_value=value,
@@ -122,6 +123,7 @@ def write_model_card(
     datasets: Sequence[str] = (),
     plot_path: str | os.PathLike | None = None,
     base_model: str | None = None,
+    split: str = "validation",
 ) -> Path:
     """Render ``hub_cards/model_card.md.jinja`` into ``folder/README.md`` (atomically) and return its path.
 
@@ -136,6 +138,7 @@ def write_model_card(
         datasets: Hub dataset ids the model was trained/evaluated on (first one names the results).
         plot_path: an existing training-curve PNG to embed; copied into ``folder`` when outside it.
         base_model: repo id of the frozen target tower, if any.
+        split: the dataset split the metrics were measured on (model-index ``dataset.split``).
     """
     from huggingface_hub import ModelCard
 
@@ -148,7 +151,7 @@ def write_model_card(
         datasets = [datasets]
     training_info = dict(training_info or {})
     card_data = build_card_data(
-        model_id=model_id, strategy=strategy, metrics=metrics, datasets=datasets, base_model=base_model
+        model_id=model_id, strategy=strategy, metrics=metrics, datasets=datasets, base_model=base_model, split=split
     )
 
     plot_file = None
