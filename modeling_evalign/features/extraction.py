@@ -3,9 +3,9 @@
 Output directory (the format agreed with ``modeling_evalign.data.alignment_dataset``):
 
 * ``event_features.safetensors`` / ``target_features.safetensors``: one float tensor under key ``"features"``,
-  shape ``[N, D]`` (pooled) or ``[N, T, D]`` (token level);
+  shape ``[N, D]`` (pooled) or ``[N, T, D]`` (token level), in ``save_dtype`` (float32 by default);
 * ``metadata.json``: ``num_samples``, ``event_dim``, ``target_dim``, ``event_shape``/``target_shape`` (per
-  sample), ``extraction`` (options and encoder fingerprints) and ``samples``: one dict per row with the
+  sample), ``extraction`` (options, dtypes and encoder fingerprints) and ``samples``: one dict per row with the
   example fields present (``sequence``, ``window_index``, ``window_start_us``, ``window_end_us``,
   ``event_count``, ``rgb_timestamp_us``, ``scene``, ``label``) plus ``split``. Written last: its presence
   marks a finished extraction.
@@ -17,45 +17,60 @@ Target features (RGB frame): tokens of layer ``target_layer`` (``-2`` = penultim
 ``target_tokens``: ``"cls"`` [D], ``"mean"`` (mean of the patch tokens) [D], ``"patch"`` (CLS dropped, as
 Video-LLaVA images) [P, D] or ``"all"`` [1+P, D].
 
-Resumable: examples are encoded in shards of ``shard_size`` written atomically under
-``<out>/.extract_shards/``; a rerun skips the finished shards (after checking the options and encoders
-match), then the shards are streamed into the final files (one shard in memory at a time) and removed.
-Defaults (``ExtractionOptions()``): pooled event features from the last layer and the CLS token of the
-penultimate layer for the RGB frame, both ``[N, D]``. EventGPT's own layout is ``event_pooling="tokens"``;
-Video-LLaVA's image target is ``target_tokens="patch", target_layer=-2``.
+Real sizes: ``batch_size`` windows per forward pass (``batch_size * F`` event frames in one batch),
+decoding/rendering/resizing in ``num_workers`` DataLoader workers (:mod:`.window_loader`), ``dtype``
+bf16/fp16 under autocast (:mod:`.precision`), and several processes (``process``, see
+:mod:`.extraction_distributed`), each encoding a disjoint set of shards; the merged result is bit-identical
+to one process. Resumable: examples are encoded in shards of ``shard_size`` written atomically under
+``<out>/.extract_shards/`` (:mod:`.shard_store`); a rerun skips the finished shards (after checking the
+options and encoders match). Defaults (``ExtractionOptions()``): pooled event features from the last layer
+and the CLS token of the penultimate layer for the RGB frame, both ``[N, D]``. EventGPT's own layout is
+``event_pooling="tokens"``; Video-LLaVA's image target is ``target_tokens="patch", target_layer=-2``.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import shutil
+import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import torch
 
-from ..utils.io_utils import atomic_write_bytes, atomic_write_json
 from .clip_preprocessing import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, clip_preprocess
+from .extraction_distributed import ExtractionProcess
 from .pooling import eventgpt_pool
-from .safetensors_concat import concat_safetensors
+from .precision import autocast_context, compute_dtype, dtype_name, resolve_dtype
+from .shard_store import (
+    SHARD_DIR,
+    ExtractionResult,
+    check_manifest,
+    finish,
+    finished_result,
+    model_fingerprint,
+    save_shard,
+    shard_path,
+    write_manifest,
+)
+from .window_loader import METADATA_FIELDS, PreparedWindows, window_batches
+
+__all__ = [
+    "EVENT_POOLINGS",
+    "METADATA_FIELDS",
+    "SHARD_DIR",
+    "TARGET_TOKENS",
+    "ExtractionOptions",
+    "ExtractionResult",
+    "encode_events",
+    "encode_targets",
+    "extract_features",
+    "load_clip_vision",
+    "tiny_clip_vision",
+]
 
 EVENT_POOLINGS = ("tokens", "pooled")
 TARGET_TOKENS = ("cls", "mean", "patch", "all")
-METADATA_FIELDS = (
-    "sequence",
-    "window_index",
-    "window_start_us",
-    "window_end_us",
-    "event_count",
-    "rgb_timestamp_us",
-    "scene",
-    "label",
-)
-SHARD_DIR = ".extract_shards"
 
 
 @dataclass
@@ -79,29 +94,41 @@ class ExtractionOptions:
         self.image_mean, self.image_std = tuple(self.image_mean), tuple(self.image_std)
 
 
-@dataclass
-class ExtractionResult:
-    """Summary of one :func:`extract_features` call (shapes exclude the sample axis)."""
-
-    output_dir: Path
-    num_samples: int
-    event_shape: list[int]
-    target_shape: list[int]
-    shards_computed: int
-    shards_skipped: int
-    metadata: dict[str, Any] = field(default_factory=dict)
-
-
-def _layer_tokens(model, pixel_values: torch.Tensor, layer: int) -> torch.Tensor:
-    """Hidden states of ``layer`` (index into (embeddings, block 1, ..., block L)): [B, 1+P, D] float32."""
-    out = model(pixel_values=pixel_values.to(model.device, model.dtype), output_hidden_states=True)
-    hidden = out.hidden_states
-    if not -len(hidden) <= layer < len(hidden):
-        raise ValueError(f"layer {layer} out of range for a model with {len(hidden)} hidden states")
-    return hidden[layer].float().cpu()
+def _layer_tokens(model, pixel_values: torch.Tensor, layer: int, dtype: torch.dtype) -> torch.Tensor:
+    """Hidden states of ``layer`` (index into (embeddings, block 1, ..., block L)): [B, 1+P, D] float32, on
+    the model's device. The last layer is read from ``last_hidden_state`` (no list of all layers kept)."""
+    num_hidden = model.config.num_hidden_layers + 1
+    if not -num_hidden <= layer < num_hidden:
+        raise ValueError(f"layer {layer} out of range for a model with {num_hidden} hidden states")
+    last = layer in (-1, num_hidden - 1)
+    pixels = pixel_values.to(model.device, model.dtype, non_blocking=True)
+    with autocast_context(dtype, model.device):
+        out = model(pixel_values=pixels, output_hidden_states=not last)
+    return (out.last_hidden_state if last else out.hidden_states[layer]).float()
 
 
-def encode_events(model, frames_batch: Sequence[Sequence], options: ExtractionOptions) -> torch.Tensor:
+def _encode_event_pixels(model, pixels: torch.Tensor, options: ExtractionOptions, dtype) -> torch.Tensor:
+    """``pixels [B, F, 3, S, S]`` -> [B, F+1+P, D] (``tokens``) or [B, D] (``pooled``), float32 on CPU."""
+    b, f = pixels.shape[:2]
+    tokens = _layer_tokens(model, pixels.flatten(0, 1), options.event_layer, dtype)
+    pooled = eventgpt_pool(tokens.view(b, f, *tokens.shape[1:]))  # [B, F, 1+P, D] -> [B, F+1+P, D]
+    return (pooled if options.event_pooling == "tokens" else pooled.mean(dim=1)).cpu()
+
+
+def _encode_target_pixels(model, pixels: torch.Tensor, options: ExtractionOptions, dtype) -> torch.Tensor:
+    tokens = _layer_tokens(model, pixels, options.target_layer, dtype)
+    if options.target_tokens == "cls":
+        out = tokens[:, 0]
+    elif options.target_tokens == "mean":
+        out = tokens[:, 1:].mean(dim=1)
+    else:
+        out = tokens[:, 1:] if options.target_tokens == "patch" else tokens
+    return out.cpu()
+
+
+def encode_events(
+    model, frames_batch: Sequence[Sequence], options: ExtractionOptions, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
     """Batch of windows, each ``F`` event frames -> [B, F+1+P, D] (``tokens``) or [B, D] (``pooled``)."""
     counts = {len(frames) for frames in frames_batch}
     if len(counts) != 1:
@@ -111,59 +138,16 @@ def encode_events(model, frames_batch: Sequence[Sequence], options: ExtractionOp
     num_frames = counts.pop()
     flat = [frame for frames in frames_batch for frame in frames]
     pixels = clip_preprocess(flat, model.config.image_size, options.image_mean, options.image_std)
-    tokens = _layer_tokens(model, pixels, options.event_layer)
-    tokens = tokens.view(len(frames_batch), num_frames, *tokens.shape[1:])  # [B, F, 1+P, D]
-    pooled = eventgpt_pool(tokens)
-    return pooled if options.event_pooling == "tokens" else pooled.mean(dim=1)
+    pixels = pixels.view(len(frames_batch), num_frames, *pixels.shape[1:])
+    return _encode_event_pixels(model, pixels, options, resolve_dtype(dtype))
 
 
-def encode_targets(model, images: Sequence, options: ExtractionOptions) -> torch.Tensor:
+def encode_targets(
+    model, images: Sequence, options: ExtractionOptions, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
     """RGB images -> [B, D] (``cls``/``mean``) or [B, P, D] / [B, 1+P, D] (``patch``/``all``)."""
     pixels = clip_preprocess(images, model.config.image_size, options.image_mean, options.image_std)
-    tokens = _layer_tokens(model, pixels, options.target_layer)
-    if options.target_tokens == "cls":
-        return tokens[:, 0]
-    if options.target_tokens == "mean":
-        return tokens[:, 1:].mean(dim=1)
-    return tokens[:, 1:] if options.target_tokens == "patch" else tokens
-
-
-def _model_fingerprint(model) -> str:
-    """Hash of the config and of a few weight values: a resumed run must use the same encoder."""
-    h = hashlib.sha256(model.config.to_json_string(use_diff=False).encode())
-    for _, p in sorted(model.state_dict().items())[:4]:
-        h.update(p.detach().float().cpu().flatten()[:64].numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
-def _check_or_write_manifest(shard_dir: Path, manifest: dict) -> None:
-    path = shard_dir / "manifest.json"
-    if path.is_file():
-        old = json.loads(path.read_text())
-        diff = sorted(k for k in set(old) | set(manifest) if old.get(k) != manifest.get(k))
-        if diff:
-            raise ValueError(
-                f"{path}: an unfinished extraction with different settings ({diff}) is in this directory; "
-                "delete it or use another output directory"
-            )
-    else:
-        atomic_write_json(path, manifest)
-
-
-def _save_shard(path: Path, event: torch.Tensor, target: torch.Tensor, meta: dict) -> None:
-    from safetensors.torch import save
-
-    blob = save(
-        {"event": event.contiguous(), "target": target.contiguous()}, metadata={"meta": json.dumps(meta)}
-    )
-    atomic_write_bytes(path, blob)
-
-
-def _load_shard_meta(path: Path) -> dict:
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as f:
-        return json.loads(f.metadata()["meta"])
+    return _encode_target_pixels(model, pixels, options, resolve_dtype(dtype))
 
 
 @torch.inference_mode()
@@ -177,23 +161,33 @@ def extract_features(
     batch_size: int = 8,
     shard_size: int = 256,
     split: str | None = None,
-    save_dtype: torch.dtype = torch.float32,
+    save_dtype: torch.dtype | str | None = torch.float32,
+    dtype: torch.dtype | str = torch.float32,
+    num_workers: int = 0,
+    process: ExtractionProcess | None = None,
     progress: bool = True,
     _fail_after_shards: int | None = None,
     _on_shard: Callable[[int], None] | None = None,
 ) -> ExtractionResult:
-    """Encode ``examples`` (the builder's rows: a ``datasets.Dataset`` or a list of dicts) into ``output_dir``.
+    """Encode ``examples`` (the builder's rows: a ``datasets.Dataset``, a list of dicts or
+    :class:`~.dsec_windows.DsecWindows`) into ``output_dir``.
 
     ``event_encoder``/``target_encoder`` are frozen ``CLIPVisionModel`` s (the target defaults to the event
-    encoder). ``batch_size`` windows are encoded per forward pass (``batch_size * F`` event frames);
-    ``_fail_after_shards`` is a test hook that raises after that many new shards, as a kill would.
+    encoder), used on the device they are on. ``batch_size`` windows are encoded per forward pass
+    (``batch_size * F`` event frames); ``dtype`` is the compute dtype (bf16/fp16 under autocast),
+    ``save_dtype`` the stored one (None: the same as ``dtype``). ``num_workers`` DataLoader workers prepare
+    the batches. ``process`` (:func:`~.extraction_distributed.accelerate_process`) makes this call one of
+    several processes sharing the work; every process must make the same call. ``_fail_after_shards`` is a
+    test hook that raises after that many new shards of this process, as a kill would.
     """
-    from tqdm.auto import tqdm
-
     options = options or ExtractionOptions()
     target_encoder = target_encoder if target_encoder is not None else event_encoder
-    if batch_size < 1 or shard_size < 1:
-        raise ValueError(f"batch_size and shard_size must be >= 1, got {batch_size} and {shard_size}")
+    dtype = resolve_dtype(dtype)
+    save_dtype = dtype if save_dtype is None else resolve_dtype(save_dtype, "save_dtype")
+    process = process or ExtractionProcess()
+    for name, value in (("batch_size", batch_size), ("shard_size", shard_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be an int >= 1, got {value!r}")
     if not hasattr(examples, "__len__") or not hasattr(examples, "__getitem__"):
         raise TypeError(f"examples: expected a sized, indexable collection, got {type(examples).__name__}")
     n = len(examples)
@@ -209,103 +203,79 @@ def extract_features(
         "shard_size": shard_size,
         "split": split,
         "save_dtype": str(save_dtype),
-        "event_encoder": _model_fingerprint(event_encoder),
-        "target_encoder": _model_fingerprint(target_encoder),
+        "dtype": dtype_name(dtype),
+        "compute_dtype": str(compute_dtype(dtype, event_encoder.device)),
+        "event_encoder": model_fingerprint(event_encoder),
+        "target_encoder": model_fingerprint(target_encoder),
     }
     manifest = json.loads(json.dumps(manifest))  # tuples -> lists, as read back from disk
     done = out / "metadata.json"
     if done.is_file() and json.loads(done.read_text()).get("extraction") == manifest:
-        return _load_finished(out, num_shards=0)
-    shard_dir.mkdir(parents=True, exist_ok=True)
-    _check_or_write_manifest(shard_dir, manifest)
-
+        return finished_result(out, num_processes=process.num_processes)
+    if not check_manifest(shard_dir, manifest) and process.is_main:
+        write_manifest(shard_dir, manifest)
+    process.barrier()
     num_shards = (n + shard_size - 1) // shard_size
-    computed = skipped = 0
-    bar = tqdm(total=n, desc="Extracting features", unit=" windows", disable=not progress)
-    for s in range(num_shards):
-        path = shard_dir / f"shard-{s:05d}.safetensors"
-        lo, hi = s * shard_size, min(n, (s + 1) * shard_size)
-        if path.is_file():
-            skipped += 1
-            bar.update(hi - lo)
-            continue
-        events, targets, meta = [], [], {k: [] for k in METADATA_FIELDS}
-        for b in range(lo, hi, batch_size):
-            rows = [examples[i] for i in range(b, min(hi, b + batch_size))]
-            for key in (options.event_key, options.image_key):
-                if key not in rows[0]:
-                    raise KeyError(f"examples: field {key!r} missing; have {sorted(rows[0])}")
-            events.append(encode_events(event_encoder, [r[options.event_key] for r in rows], options))
-            targets.append(encode_targets(target_encoder, [r[options.image_key] for r in rows], options))
-            for k in METADATA_FIELDS:
-                meta[k].extend(_plain(r.get(k)) for r in rows)
-            bar.update(len(rows))
-        _save_shard(path, torch.cat(events).to(save_dtype), torch.cat(targets).to(save_dtype), meta)
-        computed += 1
-        if _on_shard is not None:
-            _on_shard(s)
-        if _fail_after_shards is not None and computed >= _fail_after_shards and s + 1 < num_shards:
-            bar.close()
-            raise RuntimeError(f"test hook: stopped after {computed} new shard(s)")
-    bar.close()
-    return _finish(out, shard_dir, num_shards, manifest, computed, skipped)
-
-
-def _plain(value):
-    return value.item() if isinstance(value, np.generic) else value
-
-
-def _finish(out: Path, shard_dir: Path, num_shards: int, manifest: dict, computed: int, skipped: int):
-    shards = [shard_dir / f"shard-{s:05d}.safetensors" for s in range(num_shards)]
-    per_sample: dict[str, list] = {k: [] for k in METADATA_FIELDS}
-    for path in shards:
-        meta = _load_shard_meta(path)
-        for k in METADATA_FIELDS:
-            per_sample[k].extend(meta[k])
-    # streamed: one shard in memory at a time (token-level features of a full DSEC duration exceed RAM)
-    event_shape = concat_safetensors(shards, "event", out / "event_features.safetensors")
-    target_shape = concat_safetensors(shards, "target", out / "target_features.safetensors")
-    n = manifest["num_samples"]
-    if event_shape[0] != n or target_shape[0] != n:
-        raise ValueError(f"{shard_dir}: shards hold {event_shape[0]} samples, expected {n}")
-    keys = [k for k, v in per_sample.items() if any(x is not None for x in v)]  # drop all-None fields
-    samples = [{k: per_sample[k][i] for k in keys} for i in range(n)]
-    if manifest["split"] is not None:
-        for sample in samples:
-            sample["split"] = manifest["split"]
-    metadata = {
-        "num_samples": n,
-        "event_dim": int(event_shape[-1]),
-        "target_dim": int(target_shape[-1]),
-        "event_shape": event_shape[1:],
-        "target_shape": target_shape[1:],
-        "extraction": manifest,
-        "samples": samples,
-    }
-    atomic_write_json(out / "metadata.json", metadata)  # last: marks the directory complete
-    shutil.rmtree(shard_dir, ignore_errors=True)
-    return ExtractionResult(
-        output_dir=out,
-        num_samples=n,
-        event_shape=event_shape[1:],
-        target_shape=target_shape[1:],
-        shards_computed=computed,
-        shards_skipped=skipped,
-        metadata=metadata,
+    pending = [s for s in range(num_shards) if not shard_path(shard_dir, s).is_file()]
+    process.barrier()  # every rank lists the same missing shards before any new one appears
+    mine = process.take(pending)
+    started = time.perf_counter()
+    _encode_shards(
+        examples, shard_dir, mine, n, event_encoder, target_encoder, options, batch_size, shard_size,
+        dtype, save_dtype, num_workers, progress and process.is_main, _fail_after_shards, _on_shard,
+    )
+    process.barrier()  # all shards on disk
+    seconds = time.perf_counter() - started
+    if process.is_main:
+        finish(out, shard_dir, num_shards, manifest)
+    process.barrier()  # merged
+    windows = sum(min(n, (s + 1) * shard_size) - s * shard_size for s in pending)
+    return finished_result(
+        out,
+        shards_computed=len(pending),
+        shards_skipped=num_shards - len(pending),
+        windows_computed=windows,
+        seconds=seconds,
+        num_processes=process.num_processes,
     )
 
 
-def _load_finished(out: Path, num_shards: int) -> ExtractionResult:
-    metadata = json.loads((out / "metadata.json").read_text())
-    return ExtractionResult(
-        output_dir=out,
-        num_samples=metadata["num_samples"],
-        event_shape=metadata["event_shape"],
-        target_shape=metadata["target_shape"],
-        shards_computed=0,
-        shards_skipped=num_shards,
-        metadata=metadata,
-    )
+def _encode_shards(
+    examples, shard_dir, shards, n, event_encoder, target_encoder, options, batch_size, shard_size,
+    dtype, save_dtype, num_workers, progress, fail_after, on_shard,
+) -> None:
+    """Encode and save ``shards`` (this process's share), each in fixed batches of its own windows."""
+    from ..utils.progress import progress_bar
+
+    ranges = {s: (s * shard_size, min(n, (s + 1) * shard_size)) for s in shards}
+    batches = [
+        list(range(b, min(hi, b + batch_size))) for lo, hi in ranges.values() for b in range(lo, hi, batch_size)
+    ]
+    sizes = event_encoder.config.image_size, target_encoder.config.image_size
+    dataset = PreparedWindows(examples, options, *sizes)
+    loader = window_batches(dataset, batches, num_workers, pin_memory=event_encoder.device.type == "cuda")
+    bar = progress_bar(total=sum(hi - lo for lo, hi in ranges.values()), desc="Extracting features",
+                       unit=" windows", disable=not progress)
+    computed = 0
+    try:
+        for s, (lo, hi) in ranges.items():
+            events, targets, meta = [], [], {k: [] for k in METADATA_FIELDS}
+            for _ in range(lo, hi, batch_size):
+                event_pixels, target_pixels, rows = next(loader)
+                events.append(_encode_event_pixels(event_encoder, event_pixels, options, dtype))
+                targets.append(_encode_target_pixels(target_encoder, target_pixels, options, dtype))
+                for k in METADATA_FIELDS:
+                    meta[k].extend(r[k] for r in rows)
+                bar.update(len(rows))
+            event, target = torch.cat(events).to(save_dtype), torch.cat(targets).to(save_dtype)
+            save_shard(shard_path(shard_dir, s), event, target, meta)
+            computed += 1
+            if on_shard is not None:
+                on_shard(s)
+            if fail_after is not None and computed >= fail_after and computed < len(ranges):
+                raise RuntimeError(f"test hook: stopped after {computed} new shard(s)")
+    finally:
+        bar.close()
 
 
 def load_clip_vision(repo_or_path: str, revision: str | None = None, dtype: torch.dtype | None = None):
