@@ -14,6 +14,7 @@ STRATEGIES: list[tuple[str, str, str, str]] = [
     ("contrastive.configuration_contrastive_image", "ContrastiveImageAlignmentConfig", "contrastive.modeling_contrastive_image", "ContrastiveImageAlignmentModel"),
     ("triple_modal.configuration_triple_modal", "TripleModalAlignmentConfig", "triple_modal.modeling_triple_modal", "TripleModalAlignmentModule"),
     ("triple_modal.configuration_triple_modal_image", "TripleModalImageAlignmentConfig", "triple_modal.modeling_triple_modal_image", "TripleModalImageAlignmentModel"),
+    ("legacy.configuration_legacy", "LegacyAlignmentConfig", "legacy.modeling_legacy", "LegacyAlignmentModule"),
 ]
 
 _registered = False
