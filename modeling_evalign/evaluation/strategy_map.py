@@ -1,0 +1,395 @@
+"""The measured strategy map: every trainable feature-level strategy x training-set size x hyperparameters.
+
+For each duration a feature root holds the pipeline's split folders (``train/``, optional ``validation/``,
+``test/``: whole sequences per split, the DSEC builder's rule). A *run* trains one strategy with one
+hyperparameter point on the first ``pairs`` windows of a fixed random permutation of ``train`` (so the
+subsets are nested: 500 pairs contain the 250) and evaluates on the held-out splits. The best point per
+(duration, strategy, pairs) is chosen on ``validation`` (``test`` when there is none) and reported on
+``test``. Retrieval positives follow :class:`~modeling_evalign.evaluation.metrics.TimeWindows`: windows of
+the same sequence that overlap in time count as hits (DSEC windows of one duration do not overlap, so this
+reduces to the pair itself; ``seq/R@1`` is the looser same-sequence rule).
+
+Every run's record is cached as ``<cache>/<key>.json`` (key = hash of the run's config and of the data), so a
+killed sweep continues where it stopped. Features are pooled to ``[N, D]`` (mean over tokens) first.
+Crossovers are interpolated linearly in ``log(pairs)`` (see :func:`crossovers`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..utils.io_utils import atomic_write_json
+
+#: Strategies the map can train on pre-extracted features, in report order.
+STRATEGIES = ("closed_form", "lightweight", "contrastive", "triple_modal")
+
+#: Default hyperparameter grid per strategy (the full product of each strategy's lists is swept).
+#: ``width`` 0 means a linear head, otherwise the hidden/bottleneck width of an MLP head.
+DEFAULT_GRIDS: dict[str, dict[str, list[float]]] = {
+    "closed_form": {"ridge": [0.01, 1.0, 100.0]},
+    "lightweight": {"lr": [1e-3, 3e-3], "width": [256, 1024]},
+    "contrastive": {"lr": [5e-4, 2e-3], "temperature": [0.07, 0.2], "width": [0, 1024]},
+    "triple_modal": {"lr": [5e-4, 2e-3], "temperature": [0.01, 0.07], "width": [1024]},
+}
+PARAMS = {"closed_form": ("ridge",), "lightweight": ("lr", "width"),
+          "contrastive": ("lr", "temperature", "width"), "triple_modal": ("lr", "temperature", "width")}
+SPLITS = ("train", "validation", "test")
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Optimisation settings shared by every trained run.
+
+    ``steps``: optimizer steps aimed at per run; epochs = max(``min_epochs``, ceil(steps / batches per
+    epoch)), so small subsets get as many updates as large ones instead of a handful.
+    """
+
+    steps: int = 500
+    min_epochs: int = 3
+    batch_size: int = 64
+    seed: int = 0
+
+    def epochs(self, n: int) -> int:
+        return max(self.min_epochs, math.ceil(self.steps / max(1, n // min(self.batch_size, n))))
+
+
+@dataclass
+class DurationData:
+    """One duration's pooled splits plus a fingerprint of the files they came from."""
+
+    name: str
+    splits: dict[str, Any]
+    fingerprint: str
+    order: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+    @property
+    def n_train(self) -> int:
+        return len(self.splits["train"])
+
+    def subset(self, pairs: int):
+        """The first ``pairs`` rows of the fixed permutation of ``train`` (nested subsets)."""
+        if not 2 <= pairs <= self.n_train:
+            raise ValueError(f"[{self.name}] {pairs} training pairs requested: train has {self.n_train}")
+        return self.splits["train"].subset(np.sort(self.order[:pairs]))
+
+
+def _pooled(ds):
+    from ..data.alignment_dataset import AlignmentDataset
+
+    ev, tg = ds.event_features.float(), ds.target_features.float()
+    if ev.dim() == 2 and tg.dim() == 2:
+        return ds
+    ev, tg = (t.mean(dim=1) if t.dim() == 3 else t for t in (ev, tg))
+    shapes = ("num_samples", "event_dim", "target_dim", "event_shape", "target_shape")
+    meta = {k: v for k, v in ds.metadata.items() if k not in shapes}
+    if ds.samples is not None:
+        meta["samples"] = ds.samples_list()
+    return AlignmentDataset(ev, tg, meta)
+
+
+def load_duration(name: str, root: str | Path, seed: int = 0) -> DurationData:
+    """Read ``root/{train,validation,test}`` (validation optional) as pooled ``AlignmentDataset`` s."""
+    from ..data.alignment_dataset import AlignmentDataset
+
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"[{name}] feature root {root} does not exist")
+    digest = hashlib.sha1()
+    splits = {}
+    for split in SPLITS:
+        path = root / split
+        if not path.is_dir():
+            if split == "validation":
+                continue
+            raise FileNotFoundError(f"[{name}] {path} is missing: expected the {split} split's feature directory")
+        splits[split] = _pooled(AlignmentDataset.from_directory(path))
+        for f in sorted(path.iterdir()):
+            if f.is_file():
+                digest.update(f"{split}/{f.name}:{f.stat().st_size}".encode())
+        meta = path / "metadata.json"
+        if meta.is_file():
+            digest.update(meta.read_bytes())
+    dims = {s: (d.event_dim, d.target_dim) for s, d in splits.items()}
+    if len(set(dims.values())) != 1:
+        raise ValueError(f"[{name}] splits differ in (event_dim, target_dim): {dims}")
+    if len(splits["test"]) < 2:
+        raise ValueError(f"[{name}] {root / 'test'} has {len(splits['test'])} rows: need >= 2 for retrieval")
+    order = np.random.default_rng(seed).permutation(len(splits["train"]))
+    return DurationData(name, splits, digest.hexdigest()[:16], order)
+
+
+def resolve_sizes(requested: Sequence[int | str], n_train: int) -> list[int]:
+    """Training-set sizes for one duration: ``"all"`` = every training pair; sizes above ``n_train`` are
+    replaced by ``n_train``; sorted, deduplicated."""
+    out = set()
+    for s in requested:
+        value = n_train if s == "all" else int(s)
+        if value < 2:
+            raise ValueError(f"training-set size {s!r}: expected an int >= 2 or 'all'")
+        out.add(min(value, n_train))
+    return sorted(out)
+
+
+def grid_points(grid: Mapping[str, Sequence[float]]) -> list[dict[str, float]]:
+    """The product of a grid's value lists, in a stable order."""
+    names = sorted(grid)
+    return [dict(zip(names, values)) for values in itertools.product(*(grid[n] for n in names))]
+
+
+def run_key(config: Mapping[str, Any]) -> str:
+    return hashlib.sha1(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+# -- fitting ---------------------------------------------------------------------------------------
+
+@dataclass
+class TextTower:
+    """A frozen CLIP text tower (``CLIPTextModelWithProjection`` + tokenizer) and where it came from."""
+
+    model: Any
+    tokenizer: Any
+    source: str
+
+
+def _labels(ds, key: str) -> list[str] | None:
+    try:
+        return [str(v) for v in ds.metadata_column(key)]
+    except KeyError:
+        return None
+
+
+def fit_run(strategy: str, train, params: Mapping[str, float], settings: TrainSettings,
+            text_tower: TextTower | None = None, label_key: str = "scene") -> tuple[Any, dict[str, Any]]:
+    """Train ``strategy`` with ``params`` on ``train``; returns ``(model, info)`` where ``model(x)`` has
+    ``.aligned_features`` and ``info`` holds ``seconds``, ``epochs``, ``notes`` (and ``class_names``)."""
+    ev, tg = train.event_features.float(), train.target_features.float()
+    n, de, dt = ev.shape[0], ev.shape[-1], tg.shape[-1]
+    start = time.perf_counter()
+    torch.manual_seed(settings.seed)
+    info: dict[str, Any] = {"epochs": 0, "notes": ""}
+    bs = min(settings.batch_size, n)
+    width = int(params.get("width", 0))
+    if strategy == "closed_form":
+        from ..lightweight.configuration_lightweight import LightweightAlignmentConfig
+        from ..lightweight.modeling_lightweight import LightweightAlignmentModule
+
+        model = LightweightAlignmentModule(LightweightAlignmentConfig(event_dim=de, target_dim=dt))
+        model.fit_closed_form(ev, tg, ridge=float(params["ridge"]))
+        info["notes"] = "ridge regression in float64"
+    elif strategy in ("lightweight", "contrastive"):
+        from ..training.trainer import ContrastiveAlignmentTrainer
+
+        if strategy == "lightweight":
+            from ..lightweight.configuration_lightweight import LightweightAlignmentConfig
+            from ..lightweight.modeling_lightweight import LightweightAlignmentModule
+
+            model = LightweightAlignmentModule(LightweightAlignmentConfig(
+                event_dim=de, target_dim=dt, adapter_type="mlp" if width else "linear", hidden_dim=width or 256))
+            info["notes"] = "MSE regression, residual bottleneck MLP" if width else "MSE regression, linear"
+        else:
+            from ..contrastive.configuration_contrastive import ContrastiveAlignmentConfig
+            from ..contrastive.modeling_contrastive import ContrastiveAlignmentModule
+
+            model = ContrastiveAlignmentModule(ContrastiveAlignmentConfig(
+                event_dim=de, target_dim=dt, temperature=float(params["temperature"]),
+                projection_type="mlp" if width else "linear", hidden_dim=width or 1024))
+            info["notes"] = "symmetric InfoNCE, learnable temperature"
+        info["epochs"] = settings.epochs(n)
+        trainer = ContrastiveAlignmentTrainer(model, train, lr=float(params["lr"]), batch_size=bs,
+                                              seed=settings.seed, device="cpu", progress=False)
+        trainer.train(num_epochs=info["epochs"])
+    elif strategy == "triple_modal":
+        from ..triple_modal.configuration_triple_modal import TripleModalAlignmentConfig
+        from ..triple_modal.modeling_triple_modal import TripleModalAlignmentModule
+        from ..triple_modal.training import train_triple_modal
+
+        values = _labels(train, label_key) if text_tower is not None else None
+        names = sorted(set(values)) if values else None
+        config = TripleModalAlignmentConfig(
+            event_dim=de, target_dim=dt, projection_type="mlp" if width else "linear", hidden_dim=width or 1024,
+            logit_scale=min(100.0, 1.0 / float(params["temperature"])), class_names=names,
+            **({"text_model_id": text_tower.source} if text_tower is not None else {}))
+        model = TripleModalAlignmentModule(config)
+        labels = None
+        if names:
+            model.set_text_tower(text_tower.model, text_tower.tokenizer)
+            labels = torch.tensor([names.index(v) for v in values])
+            info["class_names"] = names
+            info["notes"] = f"event-image + event-text + image-text terms, {len(names)} classes from {label_key!r}"
+        else:
+            info["notes"] = "event-image term only (no text tower or no labels)"
+        info["epochs"] = settings.epochs(n)
+        train_triple_modal(model, ev, tg, labels, names, epochs=info["epochs"], batch_size=bs,
+                           lr=float(params["lr"]), seed=settings.seed)
+    else:
+        raise ValueError(f"unknown strategy {strategy!r}: expected one of {STRATEGIES}")
+    model.eval()
+    info["seconds"] = time.perf_counter() - start
+    return model, info
+
+
+# -- evaluation ------------------------------------------------------------------------------------
+
+def evaluate_split(aligned: torch.Tensor, ds) -> dict[str, float]:
+    """``e2t``/``t2e``/``mean`` R@1/5/10 with overlapping-window positives, ``seq/R@1``, cosine, MSE."""
+    from .metrics import TimeWindows, bidirectional_recall, cosine_similarity, mse
+
+    target = ds.target_features.float()
+    samples = ds.samples_list()
+    windows = None
+    if samples and all(k in samples[0] for k in ("sequence", "window_start_us", "window_end_us")):
+        windows = TimeWindows.from_samples(samples)
+    ks = tuple(k for k in (1, 5, 10) if k <= len(ds)) or (1,)
+    out = bidirectional_recall(aligned, target, ks=ks, positive_windows=windows)
+    if samples and "sequence" in samples[0]:
+        out["seq/R@1"] = bidirectional_recall(aligned, target, ks=(1,), positive_groups=ds.metadata_column("sequence"))["mean/R@1"]
+    out["cosine"] = cosine_similarity(aligned, target)
+    out["mse"] = mse(aligned, target)
+    return out
+
+
+@torch.no_grad()
+def _align(model, ds) -> torch.Tensor:
+    return model(ds.event_features.float()).aligned_features.float()
+
+
+def evaluate_run(model, data: DurationData, info: Mapping[str, Any], label_key: str = "scene") -> dict[str, Any]:
+    metrics = {}
+    for split in ("validation", "test"):
+        if split in data.splits:
+            metrics[split] = evaluate_split(_align(model, data.splits[split]), data.splits[split])
+    names = info.get("class_names")
+    truth = _labels(data.splits["test"], label_key) if names else None
+    if truth:
+        keep = [i for i, t in enumerate(truth) if t in names]
+        if keep:
+            pred = model.zero_shot_classify(data.splits["test"].event_features.float()[keep], names).labels.tolist()
+            metrics["test"]["zero_shot_accuracy"] = sum(names[p] == truth[i] for p, i in zip(pred, keep)) / len(keep)
+            metrics["test"]["zero_shot_chance"] = 1 / len(names)
+    return metrics
+
+
+def reference_rows(data: DurationData) -> dict[str, dict[str, float]]:
+    """Untrained references on ``test``: ``unaligned`` (event features as they are, equal widths only)."""
+    test = data.splits["test"]
+    if test.event_dim != test.target_dim:
+        return {}
+    return {"unaligned": evaluate_split(test.event_features.float(), test)}
+
+
+# -- the sweep -------------------------------------------------------------------------------------
+
+@dataclass
+class SweepStats:
+    computed: int = 0
+    cached: int = 0
+    records: list[dict[str, Any]] = field(default_factory=list)
+
+
+def plan_runs(data: Mapping[str, DurationData], sizes: Mapping[str, Sequence[int]], strategies: Sequence[str],
+              grids: Mapping[str, Mapping[str, Sequence[float]]], settings: TrainSettings,
+              text_source: str | None = None) -> list[dict[str, Any]]:
+    """Every run's config (JSON-able; its hash is the cache key)."""
+    runs = []
+    for duration, d in data.items():
+        for strategy in strategies:
+            for pairs in sizes[duration]:
+                for params in grid_points(grids[strategy]):
+                    cfg = {"duration": duration, "strategy": strategy, "pairs": int(pairs), "params": params,
+                           "settings": asdict(settings) if strategy != "closed_form" else {"seed": settings.seed},
+                           "data": d.fingerprint}
+                    if strategy == "triple_modal":
+                        cfg["text_tower"] = text_source
+                    runs.append(cfg)
+    return runs
+
+
+def run_sweep(data: Mapping[str, DurationData], runs: Sequence[dict[str, Any]], cache_dir: str | Path, *,
+              settings: TrainSettings, text_tower: TextTower | None = None, label_key: str = "scene",
+              log_file: str | Path | None = None, progress: bool = True,
+              on_record: Callable[[dict[str, Any]], None] | None = None) -> SweepStats:
+    """Run (or reload) every planned run; each finished record is written to ``<cache_dir>/<key>.json``
+    atomically and appended to ``log_file`` (JSONL)."""
+    from ..utils.progress import progress_bar
+
+    cache = Path(cache_dir)
+    cache.mkdir(parents=True, exist_ok=True)
+    stats = SweepStats()
+    bar = progress_bar(runs, desc="strategy map", unit="run", disable=not progress)
+    for cfg in bar:
+        key = run_key(cfg)
+        path = cache / f"{key}.json"
+        if path.is_file():
+            record = json.loads(path.read_text())
+            stats.cached += 1
+        else:
+            d = data[cfg["duration"]]
+            model, info = fit_run(cfg["strategy"], d.subset(cfg["pairs"]), cfg["params"], settings,
+                                  text_tower, label_key)
+            record = {"key": key, **cfg, "epochs": info["epochs"], "seconds": info["seconds"],
+                      "notes": info["notes"], "n_train_available": d.n_train,
+                      "n": {s: len(ds) for s, ds in d.splits.items()},
+                      "metrics": evaluate_run(model, d, info, label_key)}
+            atomic_write_json(path, record)
+            if log_file is not None:
+                with open(log_file, "a") as f:
+                    f.write(json.dumps(record, sort_keys=True) + "\n")
+            stats.computed += 1
+        if on_record is not None:
+            on_record(record)
+        stats.records.append(record)
+    return stats
+
+
+# -- selection and crossovers ----------------------------------------------------------------------
+
+def select_best(records: Iterable[Mapping[str, Any]], metric: str = "mean/R@1") -> dict[tuple[str, str, int], dict]:
+    """Best record per ``(duration, strategy, pairs)`` by ``metric`` on validation (test when a record has
+    no validation split); ties keep the first run in sweep order."""
+    best: dict[tuple[str, str, int], dict] = {}
+    for r in records:
+        split = "validation" if "validation" in r["metrics"] else "test"
+        score = r["metrics"][split][metric]
+        k = (r["duration"], r["strategy"], int(r["pairs"]))
+        if k not in best or score > best[k]["_score"]:
+            best[k] = {**r, "_score": score, "selected_on": split}
+    return best
+
+
+def crossovers(pairs: Sequence[float], a: Sequence[float], b: Sequence[float]) -> list[dict[str, Any]]:
+    """Pair counts where curve ``a`` and curve ``b`` cross, interpolated linearly in ``log(pairs)``.
+
+    With ``d_i = a_i - b_i`` changing sign strictly between sizes ``p_i`` and ``p_{i+1}``:
+    ``t = d_i / (d_i - d_{i+1})`` and the crossover is ``exp(log p_i + t * (log p_{i+1} - log p_i))``.
+    A run of exact ties between opposite signs puts the crossover at the first tied size. Each entry:
+    ``{"pairs": float, "between": [p_i, p_j], "leader_before": "a"|"b", "leader_after": "a"|"b"}``.
+    """
+    if not len(pairs) == len(a) == len(b):
+        raise ValueError(f"pairs, a and b must have equal lengths, got {len(pairs)}, {len(a)}, {len(b)}")
+    if any(p <= 0 for p in pairs) or any(q >= r for q, r in zip(pairs, pairs[1:])):
+        raise ValueError(f"pairs must be positive and strictly increasing, got {list(pairs)}")
+    d = [x - y for x, y in zip(a, b)]
+    nonzero = [i for i, v in enumerate(d) if v != 0]
+    out = []
+    for i, j in zip(nonzero, nonzero[1:]):
+        if (d[i] > 0) == (d[j] > 0):
+            continue
+        if j == i + 1:
+            t = d[i] / (d[i] - d[j])
+            x = math.exp(math.log(pairs[i]) + t * (math.log(pairs[j]) - math.log(pairs[i])))
+        else:
+            x = float(pairs[i + 1])
+        out.append({"pairs": x, "between": [pairs[i], pairs[j]],
+                    "leader_before": "a" if d[i] > 0 else "b", "leader_after": "a" if d[j] > 0 else "b"})
+    return out
