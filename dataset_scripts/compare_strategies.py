@@ -24,6 +24,10 @@ import argparse
 import sys
 from pathlib import Path
 
+from modeling_evalign.utils.cli import ArgumentParser, CLIError, run_cli
+
+PROG = "compare_strategies.py"
+
 STRATEGIES = ("lightweight", "contrastive", "triple_modal", "reconstruction")
 TABLE_METRICS = ("mean/R@1", "mean/R@5", "e2t/R@1", "t2e/R@1", "mse", "cosine")
 
@@ -73,7 +77,7 @@ def _parse_features(items: list[str]) -> dict[str, str]:
     for item in items:
         name, sep, path = item.partition("=")
         if not sep or not name or not path:
-            raise SystemExit(f"--features entries must look like DURATION=DIR, got {item!r}")
+            raise CLIError(f"--features entries must look like DURATION=DIR, got {item!r}")
         out[name] = path
     return out
 
@@ -135,7 +139,7 @@ def _fit_or_resume(fitter, train, fit_dir: Path):
 
 
 def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--features", nargs="+", required=True, help="DURATION=DIR feature directories")
     ap.add_argument("--out", required=True, help="report folder")
     ap.add_argument("--strategies", nargs="+", default=["lightweight", "contrastive", "triple_modal"],
@@ -158,7 +162,6 @@ def main(argv: list[str] | None = None) -> dict:
 
     import torch
     from jinja2 import Template
-    from tqdm.auto import tqdm
 
     from modeling_evalign.data.alignment_dataset import AlignmentDataset
     from modeling_evalign.evaluation.cross_duration import (
@@ -168,6 +171,7 @@ def main(argv: list[str] | None = None) -> dict:
     )
     from modeling_evalign.evaluation.plots import before_after_panels, plot_feature_space, plot_training_curve
     from modeling_evalign.utils.io_utils import atomic_write_json, atomic_write_text
+    from modeling_evalign.utils.progress import progress_bar
 
     feature_dirs = _parse_features(args.features)
     out = Path(args.out)
@@ -185,7 +189,7 @@ def main(argv: list[str] | None = None) -> dict:
                                      "it cannot be fitted on pre-extracted features")
     rows, zero_shot, sections = [], [], []
     results: dict = {"durations": list(feature_dirs), "strategies": {}, "skipped": skipped}
-    for name in tqdm([s for s in args.strategies if s != "reconstruction"], desc="strategies", unit="strategy"):
+    for name in progress_bar([s for s in args.strategies if s != "reconstruction"], desc="strategies", unit="strategy"):
         fitter = _fitter(name, args, text_model)
         section = {"name": name, "feature_plots": [], "curve": None}
         per_duration = {}
@@ -258,4 +262,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(run_cli(lambda argv: (main(argv), 0)[1], prog=PROG))

@@ -171,3 +171,25 @@ def test_compare_strategies_report(tmp_path, monkeypatch):
             assert redo["history"] == entry["history"]
         np.testing.assert_allclose(again["strategies"][name]["cross_duration"]["matrix"],
                                    res["cross_duration"]["matrix"], atol=1e-6)
+
+
+def test_compare_strategies_bad_features_flag_is_one_line_exit_2(tmp_path, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    from modeling_evalign.utils.cli import run_cli
+
+    script = Path(__file__).resolve().parent.parent / "dataset_scripts" / "compare_strategies.py"
+    spec = importlib.util.spec_from_file_location("compare_strategies", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    for argv, match in ((["--features", "no-equals-sign", "--out", str(tmp_path)], "DURATION=DIR"),
+                        (["--features", f"1s={tmp_path / 'missing'}", "--out", str(tmp_path)], "does not exist"),
+                        (["--out", str(tmp_path)], "--features")):
+        try:
+            status = run_cli(lambda a: (module.main(a), 0)[1], argv, prog=module.PROG)
+        except SystemExit as e:  # argparse errors exit from parse_args
+            status = e.code
+        assert status == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and match in err and err.startswith("compare_strategies.py: error:")
