@@ -19,10 +19,12 @@ from modeling_evalign.events.representations import (
 H, W = 7, 11
 
 
-@pytest.fixture(autouse=True, params=["torch-kernels", "cpu-via-numpy"])
+@pytest.fixture(autouse=True, params=["torch-kernels", "cpu-via-numba", "cpu-via-numpy"])
 def _torch_cpu_route(request, monkeypatch):
-    """Run every test with the torch kernels (as on GPU) and with CPU tensors routed through numpy."""
-    monkeypatch.setattr(rep, "CPU_TENSORS_VIA_NUMPY", request.param == "cpu-via-numpy")
+    """Run every test with CPU tensors on the torch kernels (as on GPU), and with numpy input and CPU
+    tensors on the fused numba kernels or on the numpy implementations."""
+    monkeypatch.setattr(rep, "CPU_TENSORS_VIA_NUMPY", request.param != "torch-kernels")
+    monkeypatch.setattr(rep, "USE_NUMBA_KERNELS", request.param != "cpu-via-numpy")
 
 
 def random_stream(n, seed=0, height=H, width=W, t_span=10_000, ties=True):

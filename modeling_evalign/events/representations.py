@@ -1,10 +1,16 @@
 """Dense event representations with exact, documented semantics (numpy in -> numpy out, torch in ->
-torch out on the same device). All are vectorised (bincount / index_add_ on linear indices).
+torch out on the same device).
+
+numpy arrays and CPU tensors go through the fused numba kernels of :mod:`.kernels` (one pass that
+validates and accumulates, threaded), imported on first use; the vectorised numpy implementations
+below (bincount on linear indices) serve where numba is missing and as the kernels' reference, and the
+torch kernels (index_add_) serve other devices.
 
 Input for every function: ``x, y`` integer pixel coordinates (0 <= x < width, 0 <= y < height),
 ``t`` timestamps in µs (non-decreasing), ``p`` polarity in {0, 1}; bad input raises ValueError/TypeError
 naming the field and the offending value (see :mod:`.validation`). An empty stream gives the
-documented empty output. This module imports numpy and torch only: it is bundled into checkpoints.
+documented empty output. This module imports numpy and torch only (numba lazily, optionally): it is
+bundled into checkpoints.
 """
 
 from __future__ import annotations
@@ -24,6 +30,19 @@ _STD_FLOOR = 1e-6
 # CPU tensors go through the numpy kernels (zero-copy): torch's CPU index_add_/bincount are several
 # times slower than np.bincount. The torch kernels serve other devices (tests switch this off).
 CPU_TENSORS_VIA_NUMPY = True
+# numpy input goes through the fused numba kernels; tests switch this off to run the numpy paths.
+USE_NUMBA_KERNELS = True
+
+
+def _fused(name: str):
+    """The fused kernel ``name`` of :mod:`.kernels`, or None (switched off, or numba not installed)."""
+    if not USE_NUMBA_KERNELS:
+        return None
+    from .kernels import AVAILABLE, count_frames, eventgpt_frames, voxel_grid
+
+    if not AVAILABLE:
+        return None
+    return {"voxel_grid": voxel_grid, "count_frames": count_frames, "eventgpt_frames": eventgpt_frames}[name]
 
 
 def _via_numpy(fn, x, y, t, p, *args, **kwargs):
@@ -35,9 +54,19 @@ def _cpu_tensors(x) -> bool:
     return CPU_TENSORS_VIA_NUMPY and isinstance(x, torch.Tensor) and x.device.type == "cpu"
 
 
-def _check(x, y, t, p, height, width) -> tuple[bool, int, int]:
+def _check(x, y, t, p, height, width, values: bool = True) -> tuple[bool, int, int]:
     height, width = check_sensor_size(height, width)
-    return check_events(x, y, t, p, height, width), height, width
+    return check_events(x, y, t, p, height, width, values=values), height, width
+
+
+def _try_fused(name: str, use_torch: bool, x, y, t, p, height: int, width: int, *args):
+    """The fused kernel's output, or None: then the stream is validated in full (raising the named
+    error for what the kernel rejected) and the caller runs its numpy/torch path."""
+    kernel = None if use_torch or not x.shape[0] else _fused(name)
+    out = kernel(x, y, t, p, height, width, *args) if kernel is not None else None
+    if out is None:
+        check_events(x, y, t, p, height, width)
+    return out
 
 
 def _check_count(name: str, value: Any) -> int:
@@ -54,12 +83,17 @@ def voxel_grid(x, y, t, p, num_bins: int, height: int, width: int, normalize: bo
     polarity (p=0 -> -1, p=1 -> +1) to bins ``floor(tn)`` and ``floor(tn) + 1`` with weights
     ``1 - frac(tn)`` and ``frac(tn)`` (bilinear in time only; x, y are exact). With ``normalize`` the
     non-zero voxels are shifted/scaled to mean 0 and population std 1 (std floored at 1e-6) and zero
-    voxels stay 0, as in E2VID/EVREAL. An empty stream gives zeros.
+    voxels stay 0, as in E2VID/EVREAL. An empty stream gives zeros. Sums are float64 (integer
+    timestamps on CPU: exact integer sums, one division), then cast to float32; torch kernels on other
+    devices sum in float32.
     """
-    use_torch, height, width = _check(x, y, t, p, height, width)
+    use_torch, height, width = _check(x, y, t, p, height, width, values=False)
     num_bins = _check_count("num_bins", num_bins)
     if _cpu_tensors(x):
         return _via_numpy(voxel_grid, x, y, t, p, num_bins, height, width, normalize)
+    grid = _try_fused("voxel_grid", use_torch, x, y, t, p, height, width, num_bins)
+    if grid is not None:
+        return _normalize_numpy(grid) if normalize else grid
     hw = height * width
     size = num_bins * hw
     n = int(x.shape[0])
@@ -170,8 +204,13 @@ def eventgpt_frames(x, y, t, p, height: int, width: int, num_frames: int = 5):
     no accumulation) with red (255, 0, 0) for p=1 or blue (0, 0, 255) for p=0. EventGPT sizes the canvas
     per chunk from the largest coordinate; here it is the sensor size (640x480 for DSEC).
     """
-    use_torch, height, width = _check(x, y, t, p, height, width)
+    use_torch, height, width = _check(x, y, t, p, height, width, values=False)
     num_frames = _check_count("num_frames", num_frames)
+    if _cpu_tensors(x):
+        return _via_numpy(eventgpt_frames, x, y, t, p, height, width, num_frames)
+    frames = _try_fused("eventgpt_frames", use_torch, x, y, t, p, height, width, num_frames)
+    if frames is not None:
+        return frames
     hw = height * width
     n = int(x.shape[0])
     if use_torch:
@@ -218,14 +257,17 @@ def count_frames(x, y, t, p, height: int, width: int, num_frames: int = 1, split
     ``split="time"``: frame ``k`` holds events with ``k <= num_frames * (t - t[0]) / (t[-1] - t[0]) < k + 1``
     (the last event goes to the last frame; a zero span puts everything in frame 0).
     ``split="count"``: equal event counts, remainder in the last frame (as :func:`eventgpt_frames`).
-    An empty stream gives zeros.
+    An empty stream gives zeros. Counts are exact up to 2^24 per bin (float32's integer range).
     """
-    use_torch, height, width = _check(x, y, t, p, height, width)
+    use_torch, height, width = _check(x, y, t, p, height, width, values=False)
     num_frames = _check_count("num_frames", num_frames)
     if split not in ("time", "count"):
         raise ValueError(f"split must be 'time' or 'count', got {split!r}")
     if _cpu_tensors(x):
         return _via_numpy(count_frames, x, y, t, p, height, width, num_frames, split)
+    out = _try_fused("count_frames", use_torch, x, y, t, p, height, width, num_frames, split == "time")
+    if out is not None:
+        return out
     hw = height * width
     size = num_frames * 2 * hw
     n = int(x.shape[0])

@@ -40,11 +40,12 @@ def _first_bad(mask: Any) -> int:
 _TORCH_WIDE_UNSIGNED = tuple(getattr(torch, n) for n in ("uint16", "uint32", "uint64") if hasattr(torch, n))
 
 
-def check_events(x: Any, y: Any, t: Any, p: Any, height: int, width: int) -> bool:
+def check_events(x: Any, y: Any, t: Any, p: Any, height: int, width: int, values: bool = True) -> bool:
     """Validate one event stream; return True for torch tensors, False for numpy arrays.
 
     x, y: integer pixel coordinates, 0 <= x < width, 0 <= y < height; t: integer or float µs,
     non-decreasing; p: polarity in {0, 1} (integer or bool). All four 1-D with the same length.
+    ``values=False`` checks only types, shapes and dtypes (for kernels that check values as they go).
     """
     arrays = {"x": x, "y": y, "t": t, "p": p}
     torch_flags = {name: is_torch(a) for name, a in arrays.items()}
@@ -75,7 +76,7 @@ def check_events(x: Any, y: Any, t: Any, p: Any, height: int, width: int) -> boo
         )
         if name != "t" and not is_int:
             raise TypeError(f"{name} must hold integers, got dtype {a.dtype}")
-    if n == 0:
+    if n == 0 or not values:
         return use_torch
     for name, a, limit, dim in (("x", x, width, "width"), ("y", y, height, "height")):
         if use_torch and a.dtype in _TORCH_WIDE_UNSIGNED:  # DSEC's uint16: torch has no min/max for it

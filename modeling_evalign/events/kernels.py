@@ -1,0 +1,341 @@
+"""Fused numba kernels for the dense event representations: one pass validates, indexes and accumulates.
+
+Imported lazily by :mod:`.representations` (``import modeling_evalign`` never loads numba). Kernels are
+``njit(cache=True, nogil=True)``: compiled once per input-dtype combination and cached on disk, and they
+release the GIL, so the sorted stream is split into contiguous event ranges, one plain Python thread
+each, started per call (fork-safe and reentrant, unlike a persistent pool; ``torch.get_num_threads()``
+threads, which is 1 inside DataLoader workers). Ranges meet inside a time bin/frame: the first bin of
+every range but the first goes to a private scratch buffer that is added afterwards, so each output
+element has one writer. Time bins and frames are contiguous blocks of the sorted stream; their edges
+come from a binary search with the numpy path's arithmetic, so block membership is identical to it.
+
+Accumulators are sized for the cache: counts go to uint8 per (polarity, pixel) (one frame: 0.6 MB at
+640x480, L2-resident) with an int64 spill every 256 events, so counts stay exact; voxel weights go to
+float64 pairs (bin k, bin k+1) per pixel, adjacent, so one event touches one cache line.
+
+Every kernel returns the index of the first event it rejects (coordinate outside the sensor, decreasing
+or NaN t, polarity not 0/1) or -1, and checks before it writes, so it never writes out of bounds; the
+caller then runs the ordinary validation, which raises the named error. Without numba (a checkpoint's
+bundled code loaded where numba is absent) ``AVAILABLE`` is False and the numpy paths are used.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import torch
+
+try:  # numba is a dependency of the package; bundled remote code may run without it
+    import numba
+
+    _njit = numba.njit(cache=True, nogil=True)
+    AVAILABLE = True
+except ImportError:  # pragma: no cover - only where numba is missing
+    AVAILABLE = False
+
+    def _njit(fn):
+        return fn
+
+
+__all__ = ["AVAILABLE", "count_frames", "eventgpt_frames", "voxel_grid"]
+
+# Below this many events per thread, starting a thread costs more than it saves.
+MIN_EVENTS_PER_THREAD = 250_000
+_RED, _BLUE = (255, 0, 0), (0, 0, 255)
+
+
+def num_threads(n: int) -> int:
+    """``torch.get_num_threads()`` (1 in DataLoader workers), fewer for short streams."""
+    return max(1, min(torch.get_num_threads(), n // MIN_EVENTS_PER_THREAD))
+
+
+@_njit
+def _bad(xi, yi, pi, ti, prev, width, height):
+    """The stream contract for one event (``ti != ti``: NaN, which ``ti < prev`` lets through)."""
+    return xi < 0 or xi >= width or yi < 0 or yi >= height or ti < prev or ti != ti or (pi != 0 and pi != 1)
+
+
+@_njit
+def _time_edges(t, t0, scale, steps):
+    """``edges[k]`` = first i with ``(float(t[i]) - t0) * scale >= k`` (np.searchsorted side='left' on
+    the numpy path's scaled times), ``edges[0] = 0``, ``edges[steps] = n``; monotone even for unsorted t."""
+    n = t.shape[0]
+    edges = np.empty(steps + 1, dtype=np.int64)
+    edges[0] = 0
+    edges[steps] = n
+    lo = 0
+    for k in range(1, steps):
+        hi = n
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if (np.float64(t[mid]) - t0) * scale < k:
+                lo = mid + 1
+            else:
+                hi = mid
+        edges[k] = lo
+    return edges
+
+
+@_njit
+def _voxel_range(x, y, t, p, lo, hi, edges, t0, scale, width, height, pairs, scratch, shared):
+    """Events ``lo:hi`` into ``pairs`` (float64 ``[bins, H*W, 2]`` flat: per bin k and pixel, the weights
+    of the events with floor(tn) == k that go to bin k and to bin k + 1); bin ``shared`` into ``scratch``."""
+    hw = width * height
+    prev = t[lo - 1] if lo > 0 else t[lo]
+    for k in range(edges.shape[0] - 1):
+        a = max(lo, edges[k])
+        b = min(hi, edges[k + 1])
+        dst = scratch if k == shared else pairs
+        base = 0 if k == shared else k * hw * 2
+        for i in range(a, b):
+            xi = np.int64(x[i])
+            yi = np.int64(y[i])
+            pi = np.int64(p[i])
+            ti = t[i]
+            if _bad(xi, yi, pi, ti, prev, width, height):
+                return i
+            prev = ti
+            pol = 2.0 * pi - 1.0
+            w_right = pol * ((np.float64(ti) - t0) * scale - k)
+            j = base + (yi * width + xi) * 2
+            dst[j] += pol - w_right
+            dst[j + 1] += w_right
+    return -1
+
+
+@_njit
+def _voxel_range_int(x, y, t, p, lo, hi, edges, t0, span, width, height, numer, scratch, shared):
+    """Integer timestamps, exact: with ``d = t - t[0]`` an event of bin ``k`` has ``tn = k + r / span``,
+    ``r = d * (bins - 1) - k * span`` in ``[0, span]``, so ``span * voxel`` is a sum of integers. Per bin,
+    the polarity counts per pixel (uint8) and ``sum(pol * r)`` (int32) stay in cache; a counter about to
+    overflow is moved to the output at once, the rest at the end of the bin. Output: ``numer`` (int64
+    ``[bins, H*W, 2]`` flat: ``span *`` the weights of bin k's events that go to bins k and k + 1, so a
+    bin's events write only their own row); bin ``shared`` goes to ``scratch`` (``[H*W, 2]``)."""
+    hw = width * height
+    bm1 = edges.shape[0] - 2
+    counts = np.zeros(2 * hw, dtype=np.uint8)
+    rsum = np.zeros(hw, dtype=np.int32)
+    lim = np.int64(2**31 - 1)
+    prev = t[lo - 1] if lo > 0 else t[lo]
+    for k in range(edges.shape[0] - 1):
+        a = max(lo, edges[k])
+        b = min(hi, edges[k + 1])
+        if a >= b:
+            continue
+        dst = scratch if k == shared else numer
+        base = 0 if k == shared else k * hw * 2
+        kspan = np.int64(k) * span
+        for i in range(a, b):
+            xi = np.int64(x[i])
+            yi = np.int64(y[i])
+            pi = np.int64(p[i])
+            ti = t[i]
+            if _bad(xi, yi, pi, ti, prev, width, height):
+                return i
+            prev = ti
+            j = yi * width + xi
+            pol = 2 * pi - 1
+            v = np.int64(rsum[j]) + pol * ((np.int64(ti) - t0) * bm1 - kspan)
+            if v > lim or v < -lim:
+                dst[base + 2 * j] -= v
+                dst[base + 2 * j + 1] += v
+                v = 0
+            rsum[j] = v
+            c = counts[2 * j + pi]
+            if c == 255:
+                dst[base + 2 * j] += pol * 256 * span
+                c = -1
+            counts[2 * j + pi] = c + 1
+        for j in range(hw):
+            c = np.int64(counts[2 * j + 1]) - np.int64(counts[2 * j])
+            rr = np.int64(rsum[j])
+            dst[base + 2 * j] += c * span - rr
+            dst[base + 2 * j + 1] += rr
+            counts[2 * j] = 0
+            counts[2 * j + 1] = 0
+            rsum[j] = 0
+    return -1
+
+
+@_njit
+def _pairs_to_grid(pairs, hw, span, out):
+    """``out[k] = (pairs[k, :, 0] + pairs[k - 1, :, 1]) / span`` as float32 (bin num_bins is dropped):
+    float64 sums are cast once, integer sums are exact until the one division."""
+    for k in range(out.shape[0] // hw):
+        for j in range(hw):
+            v = pairs[(k * hw + j) * 2]
+            if k > 0:
+                v += pairs[((k - 1) * hw + j) * 2 + 1]
+            out[k * hw + j] = np.float32(np.float64(v) / span)
+
+
+@_njit
+def _count_range(x, y, t, p, lo, hi, edges, width, height, out, scratch, shared):
+    """Events ``lo:hi`` into ``out`` (float32 ``[frames, 2, H*W]`` flat, zeros); frame ``shared`` into
+    ``scratch``. Counts per frame stay in uint8 (cache-resident); one about to overflow moves 256 to the
+    output at once (exact in float32 below 2^24 per bin)."""
+    hw2 = width * height * 2
+    hw = width * height
+    counts = np.zeros(hw2, dtype=np.uint8)
+    prev = t[lo - 1] if lo > 0 else t[lo]
+    for k in range(edges.shape[0] - 1):
+        a = max(lo, edges[k])
+        b = min(hi, edges[k + 1])
+        if a >= b:
+            continue
+        dst = scratch if k == shared else out
+        base = 0 if k == shared else k * hw2
+        for i in range(a, b):
+            xi = np.int64(x[i])
+            yi = np.int64(y[i])
+            pi = np.int64(p[i])
+            ti = t[i]
+            if _bad(xi, yi, pi, ti, prev, width, height):
+                return i
+            prev = ti
+            j = pi * hw + yi * width + xi
+            c = counts[j]
+            if c == 255:
+                dst[base + j] += 256
+                c = -1
+            counts[j] = c + 1
+        for j in range(hw2):
+            dst[base + j] += counts[j]
+            counts[j] = 0
+    return -1
+
+
+@_njit
+def _eventgpt_range(x, y, t, p, lo, hi, edges, width, height, codes, scratch, shared):
+    """Last event wins: code 1 (p=0) or 2 (p=1) per (frame, pixel) into ``codes`` (uint8 ``[frames,
+    H*W]`` flat), frame ``shared`` into ``scratch``; events are visited in order, so no reduction."""
+    hw = width * height
+    prev = t[lo - 1] if lo > 0 else t[lo]
+    for k in range(edges.shape[0] - 1):
+        a = max(lo, edges[k])
+        b = min(hi, edges[k + 1])
+        dst = scratch if k == shared else codes
+        base = 0 if k == shared else k * hw
+        for i in range(a, b):
+            xi = np.int64(x[i])
+            yi = np.int64(y[i])
+            pi = np.int64(p[i])
+            ti = t[i]
+            if _bad(xi, yi, pi, ti, prev, width, height):
+                return i
+            prev = ti
+            dst[base + yi * width + xi] = pi + 1
+    return -1
+
+
+@_njit
+def _codes_to_rgb(codes, canvas):
+    for j in range(codes.shape[0]):
+        c = codes[j]
+        if c == 1:
+            canvas[j, 0], canvas[j, 1], canvas[j, 2] = _BLUE
+        elif c == 2:
+            canvas[j, 0], canvas[j, 1], canvas[j, 2] = _RED
+
+
+def _run(kernel, n: int, edges: np.ndarray, out: np.ndarray, scratch_size: int, *args) -> list | None:
+    """Run ``kernel`` over contiguous event ranges in threads. Return ``[(block, scratch), ...]`` for the
+    ranges that started inside a block (to be added to ``out``), or None when an event was rejected."""
+    threads = max(1, min(num_threads(n), n))  # n >= 1: every range holds at least one event
+    bounds = [n * j // threads for j in range(threads + 1)]
+    shared = [-1] + [int(np.searchsorted(edges, lo, side="right")) - 1 for lo in bounds[1:-1]]
+    scratch = [out[:0]] + [np.zeros(scratch_size, dtype=out.dtype) for _ in shared[1:]]
+    results = [-1] * threads
+
+    def work(j):
+        results[j] = kernel(*args[:4], bounds[j], bounds[j + 1], edges, *args[4:], out, scratch[j], shared[j])
+
+    pool = [threading.Thread(target=work, args=(j,)) for j in range(1, threads)]
+    for th in pool:
+        th.start()
+    work(0)
+    for th in pool:
+        th.join()
+    if any(r >= 0 for r in results):
+        return None
+    return list(zip(shared[1:], scratch[1:]))
+
+
+def _time_frame(t, steps: int, int_span: bool) -> tuple[float, float]:
+    """``(t0, steps / span)`` as the numpy paths compute them (zero span -> 1; voxel_grid takes integer
+    spans exactly, count_frames in float)."""
+    span = int(t[-1]) - int(t[0]) if int_span and t.dtype.kind != "f" else float(t[-1]) - float(t[0])
+    return float(t[0]), steps / (span or 1)
+
+
+def _finite_ends(t) -> bool:
+    return t.dtype.kind != "f" or bool(np.isfinite(t[0]) and np.isfinite(t[-1]))
+
+
+def _count_edges(n: int, num_frames: int) -> np.ndarray:
+    """Equal-count split, remainder to the last frame (with fewer events than frames: all in the last)."""
+    per = n // num_frames
+    edges = np.minimum(np.arange(num_frames + 1, dtype=np.int64) * per, n) if per else np.zeros(num_frames + 1, np.int64)
+    edges[-1] = n
+    return edges
+
+
+def voxel_grid(x, y, t, p, height: int, width: int, num_bins: int):
+    """Un-normalised float32 ``[num_bins, height, width]``, or None (rejected event / non-finite t ends)."""
+    if not _finite_ends(t):
+        return None
+    n, hw = x.shape[0], height * width
+    t0, scale = _time_frame(t, num_bins - 1, int_span=True)
+    edges = _time_edges(t, t0, scale, num_bins)
+    span = int(t[-1]) - int(t[0]) if t.dtype.kind in "ui" else 0
+    if t.dtype.kind in "ui" and span < 2**31 and abs(int(t[0])) < 2**62:  # exact integer path
+        span = span or 1
+        pairs = np.zeros(num_bins * hw * 2, dtype=np.int64)
+        parts = _run(_voxel_range_int, n, edges, pairs, hw * 2, x, y, t, p, int(t[0]), span, width, height)
+    else:
+        span = 1
+        pairs = np.zeros(num_bins * hw * 2, dtype=np.float64)
+        parts = _run(_voxel_range, n, edges, pairs, hw * 2, x, y, t, p, t0, scale, width, height)
+    if parts is None:
+        return None
+    for k, part in parts:
+        pairs[k * hw * 2 : (k + 1) * hw * 2] += part
+    grid = np.empty(num_bins * hw, dtype=np.float32)
+    _pairs_to_grid(pairs, hw, float(span), grid)
+    return grid.reshape(num_bins, height, width)
+
+
+def count_frames(x, y, t, p, height: int, width: int, num_frames: int, by_time: bool):
+    """float32 ``[num_frames, 2, height, width]`` counts, or None (rejected event / non-finite t ends)."""
+    if not _finite_ends(t):
+        return None
+    n, hw2 = x.shape[0], 2 * height * width
+    if by_time:
+        edges = _time_edges(t, *_time_frame(t, num_frames, int_span=False), num_frames)
+    else:
+        edges = _count_edges(n, num_frames)
+    out = np.zeros(num_frames * hw2, dtype=np.float32)
+    parts = _run(_count_range, n, edges, out, hw2, x, y, t, p, width, height)
+    if parts is None:
+        return None
+    for k, part in parts:
+        out[k * hw2 : (k + 1) * hw2] += part  # integers < 2^24 in float32: exact
+    return out.reshape(num_frames, 2, height, width)
+
+
+def eventgpt_frames(x, y, t, p, height: int, width: int, num_frames: int):
+    """uint8 ``[num_frames, height, width, 3]`` EventGPT frames, or None (rejected event)."""
+    if not _finite_ends(t):
+        return None
+    n, hw = x.shape[0], height * width
+    codes = np.zeros(num_frames * hw, dtype=np.uint8)
+    parts = _run(_eventgpt_range, n, _count_edges(n, num_frames), codes, hw, x, y, t, p, width, height)
+    if parts is None:
+        return None
+    for k, part in parts:  # the later range's events come later: its hits win
+        frame = codes[k * hw : (k + 1) * hw]
+        np.copyto(frame, part, where=part != 0)
+    canvas = np.full((num_frames * hw, 3), 255, dtype=np.uint8)
+    _codes_to_rgb(codes, canvas)
+    return canvas.reshape(num_frames, height, width, 3)
