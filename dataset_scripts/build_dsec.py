@@ -10,15 +10,18 @@ Prints the number of windows per duration and split. Windows, pairing and splits
 
 from __future__ import annotations
 
-import argparse
+import sys
 
 from modeling_evalign.data.cli import add_builder_arguments, builder_kwargs
+from modeling_evalign.utils.cli import ArgumentParser, run_cli
+
+PROG = "build_dsec.py"
 
 
 def main(argv=None) -> dict[str, dict[str, int]]:
     from modeling_evalign.data.dsec_builder import DsecAlignmentBuilder
 
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     add_builder_arguments(ap)
     args = ap.parse_args(argv)
     counts = {}
@@ -33,4 +36,4 @@ def main(argv=None) -> dict[str, dict[str, int]]:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(lambda argv: main(argv) and 0, prog=PROG))

@@ -10,20 +10,23 @@ The folder is written atomically (temporary folder, then rename).
 
 from __future__ import annotations
 
-import argparse
+import sys
 
-from modeling_evalign.data.cli import add_builder_arguments, builder_kwargs
+from modeling_evalign.data.cli import add_builder_arguments, builder_kwargs, positive
+from modeling_evalign.utils.cli import ArgumentParser, run_cli
+
+PROG = "export_dsec.py"
 
 
 def main(argv=None):
     from modeling_evalign.data.export import DEFAULT_REPO_ID, export_dsec
 
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     add_builder_arguments(ap)
     ap.add_argument("--out", required=True, help="exported folder (replaced atomically)")
     ap.add_argument("--repo-id", default=DEFAULT_REPO_ID, help="repo id shown in the card's usage snippet")
-    ap.add_argument("--max-rows-per-shard", type=int, default=1000)
-    ap.add_argument("--max-shard-mb", type=float, default=500.0, help="approximate Parquet shard size")
+    ap.add_argument("--max-rows-per-shard", type=positive(int), default=1000)
+    ap.add_argument("--max-shard-mb", type=positive(float), default=500.0, help="approximate Parquet shard size")
     args = ap.parse_args(argv)
     result = export_dsec(
         args.data_dir,
@@ -43,4 +46,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(lambda argv: main(argv) and 0, prog=PROG))
