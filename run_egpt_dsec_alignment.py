@@ -8,8 +8,9 @@
 DSEC root: ``--dsec_data_dir``, else ``$EVALIGN_DSEC_ROOT``, else ``./data/dsec``. Writes
 ``<output_dir>/alignment_<duration>/`` (default ``checkpoints/``: an HF directory for ``AutoModel``, its
 training_info.json and card, and ``features/``) and ends with one table across durations; see
-``modeling_evalign.pipeline.dsec_alignment``. Towers: ``--event_model``/``--target_model`` (repo id, path or
-``tiny``, the offline default). Every train_accelerate.py flag works too.
+``modeling_evalign.pipeline.dsec_alignment``. Towers: ``--event_model``/``--target_model``: a repo id or path
+(``openai/clip-vit-large-patch14-336``), ``proxy`` (the default: the proxy CLIP pretrained here offline, built
+once in ~1-2 min and cached) or ``tiny`` (random, for tests). Every train_accelerate.py flag works too.
 
 Training-only uses keep train_accelerate.py's behaviour (output ``<output_dir>/<duration>/final``):
 ``--train_dir features/{duration}/train`` (feature directories) and the image-level strategies
@@ -44,7 +45,7 @@ def _parser():
     def add(name, **kw):
         job.add_argument(f"--{name}", f"--{name.replace('_', '-')}", dest=name, **kw)
 
-    add("event_model", default=d.event_model, help="event tower: repo id, path or 'tiny' (offline default)")
+    add("event_model", default=d.event_model, help="event tower: repo id, path, 'proxy' (default) or 'tiny'")
     add("target_model", default=None, help="target tower (default: the event tower)")
     add("model_revision", default=None, help="revision of the towers")
     add("event_pooling", default=d.event_pooling, choices=EVENT_POOLINGS)

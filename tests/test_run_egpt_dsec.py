@@ -41,7 +41,7 @@ def test_brief_command_writes_one_checkpoint_per_duration(tree, tmp_path, capsys
 
     out = tmp_path / "O"
     argv = ["--durations", "200ms", "1s", "--strategy", "lightweight", "--num_epochs", "2", "--batch_size", "8",
-            "--dsec_data_dir", str(tree), "--output_dir", str(out)]
+            "--dsec_data_dir", str(tree), "--output_dir", str(out), "--event_model", "tiny"]  # tiny: no proxy build
     assert main(argv) == 0
     printed = capsys.readouterr().out
     for duration in ("200ms", "1s"):
@@ -72,6 +72,10 @@ def test_brief_command_writes_one_checkpoint_per_duration(tree, tmp_path, capsys
     stamp = os.stat(weights).st_mtime_ns
     assert main(argv) == 0
     assert "finished earlier" in capsys.readouterr().out and os.stat(weights).st_mtime_ns == stamp
+    # a duration longer than the sequences is skipped with its reason; the others still run (here: cached)
+    assert main([*argv[:1], "1s", "5s", *argv[3:]]) == 0
+    summary = json.loads((out / "results.json").read_text())
+    assert [r["duration"] for r in summary["results"]] == ["1s"] and "needs at least 3 sequences" in summary["skipped"]["5s"]
     # other settings into the same output directory are refused, naming the setting
     with pytest.raises(ValueError, match=r"other settings \(train\.num_epochs\)"):
         main([*argv[:6], "3", *argv[7:]])

@@ -5,8 +5,9 @@ Per duration, every stage is cached or resumable, so rerunning the same command 
 
 1. windows: :class:`~modeling_evalign.data.dsec_builder.DsecAlignmentBuilder` (HF Datasets cache under
    ``<output_dir>/dsec_cache``), split by sequence into train / validation / test;
-2. features: frozen CLIP towers (``--event_model``/``--target_model``: a repo id, a path or ``tiny``, the
-   offline default) -> ``alignment_<duration>/features/<split>/`` (resumable shards);
+2. features: frozen CLIP towers (``--event_model``/``--target_model``: a repo id, a path, ``proxy``, the
+   default: the proxy CLIP pretrained here offline, built once and cached; or ``tiny``, a random tower for
+   tests) -> ``alignment_<duration>/features/<split>/`` (resumable shards);
 3. training: the Accelerate loop (:func:`modeling_evalign.training.loop.train`) in ``runs/<duration>/``
    (checkpoints; ``resume_from_checkpoint latest``);
 4. evaluation on the test sequences (never seen in training): R@1/5/10 both directions with the window
@@ -40,11 +41,15 @@ RESULTS_FILE = "results.json"
 METRIC_COLUMNS = ("e2t/R@1", "e2t/R@5", "e2t/R@10", "t2e/R@1", "t2e/R@5", "t2e/R@10", "seq/R@1", "cosine", "mse")
 
 
+class EmptySplitError(ValueError):
+    """The split by sequence left a duration without training or test windows (too few or too short sequences)."""
+
+
 @dataclass
 class DsecJobOptions:
     """What the job adds to :class:`~modeling_evalign.training.config.TrainConfig`: towers, extraction, split."""
 
-    event_model: str = "tiny"
+    event_model: str = "proxy"
     target_model: str | None = None
     model_revision: str | None = None
     event_pooling: str = "pooled"
@@ -96,12 +101,17 @@ def resolve_dsec_root(given: str | None) -> Path:
 
 
 def load_tower(name: str, revision: str | None = None, device: str = "cpu"):
-    """A frozen CLIP vision tower: ``tiny`` (built from config, nothing downloaded) or a repo id / path."""
+    """A frozen CLIP vision tower: ``proxy`` (the proxy CLIP pretrained here, built once and cached, see
+    ``features.proxy_clip``), ``tiny`` (random, from config: tests) or a repo id / path."""
     from ..features.extraction import load_clip_vision, tiny_clip_vision
 
     if name == "tiny":  # the demo's tiny tower: sparse event frames survive 128 px far better than 64 px
         model = tiny_clip_vision(seed=0, image_size=128, patch_size=16)
     else:
+        if name == "proxy":
+            from ..features.proxy_clip import ensure_proxy_clip
+
+            name = str(ensure_proxy_clip(log=_log))
         model = load_clip_vision(name, revision=revision)
     return model.to(device)
 
@@ -137,20 +147,22 @@ def build_windows(root: Path, duration: str, cache_dir: Path, options: DsecJobOp
                                    val_fraction=options.split_val_fraction, test_fraction=options.split_test_fraction,
                                    split_seed=options.split_seed)
     builder.download_and_prepare(num_proc=options.num_proc)
-    splits = {str(s): builder.as_dataset(split=str(s)) for s in builder.info.splits}
-    counts = {k: len(v) for k, v in splits.items()}
+    counts = {str(s): builder.info.splits[s].num_examples for s in builder.info.splits}
+    # a split of sequences shorter than one window holds no example (and as_dataset refuses it)
+    splits = {s: builder.as_dataset(split=s) for s, n in counts.items() if n}
     if "train" not in splits or "test" not in splits:
-        raise ValueError(
+        raise EmptySplitError(
             f"[{duration}] the split by sequence left no {'train' if 'train' not in splits else 'test'} split "
             f"({counts} windows; split_test_fraction={options.split_test_fraction}, split_val_fraction="
-            f"{options.split_val_fraction}): the tree under {root} needs at least 3 sequences"
+            f"{options.split_val_fraction}): the tree under {root} needs at least 3 sequences longer than {duration}"
         )
     return splits
 
 
 def evaluate_model(model, test) -> dict[str, float]:
-    """Held-out metrics of ``model`` on an AlignmentDataset (the demo's metric set, see pipeline.job)."""
-    from .job import evaluate_features
+    """Held-out metrics of ``model`` on an AlignmentDataset: R@1/5/10 both directions (the window itself is the
+    only positive), ``seq/R@1`` (any window of the same sequence counts), cosine and MSE (as the demo)."""
+    from ..evaluation.metrics import bidirectional_recall, cosine_similarity, mse
 
     model.eval()
     with torch.inference_mode():
@@ -158,7 +170,12 @@ def evaluate_model(model, test) -> dict[str, float]:
     target = test.target_features.float()
     if aligned.dim() == 3:  # token level: retrieval on the token means
         aligned, target = aligned.mean(1), target.mean(1)
-    return evaluate_features(aligned, target, test.metadata_column("sequence"))
+    metrics = bidirectional_recall(aligned, target, ks=(1, 5, 10))
+    groups = test.metadata_column("sequence")
+    metrics["seq/R@1"] = bidirectional_recall(aligned, target, ks=(1,), positive_groups=groups)["mean/R@1"]
+    metrics["cosine"] = cosine_similarity(aligned, target)
+    metrics["mse"] = mse(aligned, target)
+    return metrics
 
 
 def _publish(final: Path, dest: Path) -> None:
@@ -243,8 +260,8 @@ def run_duration(config, options: DsecJobOptions, root: Path, duration: str, enc
     info.update(test_metrics=metrics, window_counts=counts, job=fingerprint["job"], notes=notes,
                 retrieval_positives="strict: the window itself (R@K); seq/R@1: any window of the same sequence")
     atomic_write_json(dest / TRAINING_INFO_NAME, info)
-    base_model = None if options.target_model in (None, "tiny") and options.event_model == "tiny" else (
-        options.target_model or options.event_model)
+    tower = options.target_model or options.event_model
+    base_model = None if tower in ("tiny", "proxy") else tower
     _card(dest, config, duration, metrics, info, base_model)
     result = DurationResult(duration, config.strategy, counts, metrics, str(dest),
                             round(time.perf_counter() - started, 1), notes=notes)
@@ -271,12 +288,20 @@ def run_job(config, options: DsecJobOptions) -> list[DurationResult]:
     event = load_tower(options.event_model, options.model_revision, device)
     target = event if options.target_model in (None, options.event_model) else load_tower(
         options.target_model, options.model_revision, device)
-    results = [run_duration(config, options, root, d, (event, target)) for d in config.durations]
-    table = format_table(results)
+    results, skipped = [], {}
+    for duration in config.durations:
+        try:
+            results.append(run_duration(config, options, root, duration, (event, target)))
+        except EmptySplitError as err:  # e.g. 20 s windows on short sequences: the other durations still run
+            if len(skipped) + 1 == len(config.durations):
+                raise
+            skipped[duration] = str(err)
+            _log(f"[{duration}] skipped: {err}")
+    table = format_table(results) + "".join(f"\n\nskipped {d}: {why}" for d, why in skipped.items())
     out = Path(config.output_dir)
     print(table, flush=True)
     atomic_write_text(out / "results.md", table + "\n")
-    atomic_write_json(out / "results.json", {"elapsed_s": round(time.perf_counter() - started, 1),
+    atomic_write_json(out / "results.json", {"elapsed_s": round(time.perf_counter() - started, 1), "skipped": skipped,
                                              "results": [dataclasses.asdict(r) for r in results]})
     _log(f"done in {time.perf_counter() - started:.0f} s: {', '.join(r.output_dir for r in results)}")
     return results
