@@ -151,14 +151,16 @@ def test_bad_event_in_any_range_raises_the_named_error(field, index, value, matc
             fn()
 
 
-def test_nan_timestamps_behave_as_before(threads):
+def test_nan_float16_and_big_endian_input_behave_as_before(threads):
     x, y, t, p = stream(50, seed=8, dtypes=("uint16", "uint16", "float64", "uint8"))
-    t[20] = np.nan  # passes validation (NaN compares false): the kernels hand over to the numpy path
-    for fused, old in (
-        (rep.voxel_grid(x, y, t, p, 3, H, W), numpy_path(rep.voxel_grid, x, y, t, p, 3, H, W)),
-        (rep.count_frames(x, y, t, p, H, W, 3), numpy_path(rep.count_frames, x, y, t, p, H, W, 3)),
-    ):
-        np.testing.assert_array_equal(fused, old)
+    t_nan = t.copy()
+    t_nan[20] = np.nan  # passes validation (NaN compares false): the kernels hand over to the numpy path
+    for ev in ((x, y, t_nan, p), (x, y, t.astype(np.float16), p), (x.astype(">u2"), y, t.astype(">f8"), p)):
+        for fused, old in (
+            (rep.voxel_grid(*ev, 3, H, W), numpy_path(rep.voxel_grid, *ev, 3, H, W)),
+            (rep.count_frames(*ev, H, W, 3), numpy_path(rep.count_frames, *ev, H, W, 3)),
+        ):
+            np.testing.assert_array_equal(fused, old)
 
 
 def test_numba_is_imported_only_on_first_use():

@@ -9,9 +9,14 @@ every range but the first goes to a private scratch buffer that is added afterwa
 element has one writer. Time bins and frames are contiguous blocks of the sorted stream; their edges
 come from a binary search with the numpy path's arithmetic, so block membership is identical to it.
 
-Accumulators are sized for the cache: counts go to uint8 per (polarity, pixel) (one frame: 0.6 MB at
-640x480, L2-resident) with an int64 spill every 256 events, so counts stay exact; voxel weights go to
-float64 pairs (bin k, bin k+1) per pixel, adjacent, so one event touches one cache line.
+Accumulators are sized for the cache (a random 10M-event stream is bound by cache misses, not
+arithmetic): counts per frame go to uint8 per (polarity, pixel) (0.6 MB at 640x480, fits L2), 256 at a
+time moved out, so counts stay exact. The voxel grid with integer timestamps is computed exactly: an
+event of bin k has ``tn = k + r / span`` with integer ``r``, so per bin the net polarity count (uint8 per
+polarity) and ``sum(pol * r)`` (int32, moved out before it can overflow) give ``span * value`` as an
+integer, divided once at the end; float timestamps (or spans past 2^31 µs) accumulate float64 weight
+pairs (bin k, bin k + 1) per pixel, one cache line per event. Results equal the numpy path's float64
+sums rounded to float32 (integer t: bit for bit in the tests and the benchmark; float t: within 1 ulp).
 
 Every kernel returns the index of the first event it rejects (coordinate outside the sensor, decreasing
 or NaN t, polarity not 0/1) or -1, and checks before it writes, so it never writes out of bounds; the
@@ -269,8 +274,14 @@ def _time_frame(t, steps: int, int_span: bool) -> tuple[float, float]:
     return float(t[0]), steps / (span or 1)
 
 
-def _finite_ends(t) -> bool:
-    return t.dtype.kind != "f" or bool(np.isfinite(t[0]) and np.isfinite(t[-1]))
+def _supported(x, y, t, p) -> bool:
+    """Dtypes the kernels compile for (native byte order; float16 and big-endian data take the numpy
+    path), and finite first/last timestamps (the numpy path defines what NaN/inf ends give)."""
+    if not all(a.dtype.isnative for a in (x, y, t, p)):
+        return False
+    if t.dtype.kind == "f":
+        return t.dtype.itemsize >= 4 and bool(np.isfinite(t[0]) and np.isfinite(t[-1]))
+    return t.dtype.kind in "ui"
 
 
 def _count_edges(n: int, num_frames: int) -> np.ndarray:
@@ -283,7 +294,7 @@ def _count_edges(n: int, num_frames: int) -> np.ndarray:
 
 def voxel_grid(x, y, t, p, height: int, width: int, num_bins: int):
     """Un-normalised float32 ``[num_bins, height, width]``, or None (rejected event / non-finite t ends)."""
-    if not _finite_ends(t):
+    if not _supported(x, y, t, p):
         return None
     n, hw = x.shape[0], height * width
     t0, scale = _time_frame(t, num_bins - 1, int_span=True)
@@ -308,7 +319,7 @@ def voxel_grid(x, y, t, p, height: int, width: int, num_bins: int):
 
 def count_frames(x, y, t, p, height: int, width: int, num_frames: int, by_time: bool):
     """float32 ``[num_frames, 2, height, width]`` counts, or None (rejected event / non-finite t ends)."""
-    if not _finite_ends(t):
+    if not _supported(x, y, t, p):
         return None
     n, hw2 = x.shape[0], 2 * height * width
     if by_time:
@@ -326,7 +337,7 @@ def count_frames(x, y, t, p, height: int, width: int, num_frames: int, by_time: 
 
 def eventgpt_frames(x, y, t, p, height: int, width: int, num_frames: int):
     """uint8 ``[num_frames, height, width, 3]`` EventGPT frames, or None (rejected event)."""
-    if not _finite_ends(t):
+    if not _supported(x, y, t, p):
         return None
     n, hw = x.shape[0], height * width
     codes = np.zeros(num_frames * hw, dtype=np.uint8)
