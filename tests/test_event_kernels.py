@@ -173,3 +173,19 @@ def test_numba_is_imported_only_on_first_use():
     )
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
     assert out.split() == ["False", "True"]
+
+
+def _voxel_sum(seed):
+    x, y, t, p = stream(2000, seed=seed)
+    return float(np.abs(rep.voxel_grid(x, y, t, p, 5, H, W)).sum())
+
+
+def test_forked_worker_after_use_in_parent(monkeypatch):
+    # DataLoader workers fork after the parent ran the kernels: threads are per call, so nothing is
+    # left to deadlock in the child
+    import multiprocessing
+
+    monkeypatch.setattr(kernels, "num_threads", lambda n: 2)
+    expected = _voxel_sum(9)
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        assert pool.apply_async(_voxel_sum, (9,)).get(timeout=120) == expected
