@@ -103,15 +103,23 @@ class DsecWindows:
             seq = self._sequences[s] = DsecSequence(self.sequence_dirs[s], self.height, self.width)
         return seq
 
+    def _row(self, i: int) -> tuple[int, ...]:
+        n = len(self)
+        if not -n <= int(i) < n:
+            raise IndexError(f"window {i} outside [0, {n})")
+        return tuple(int(v) for v in self._index[int(i)])
+
+    def window_events(self, i: int):
+        """The raw events of window ``i`` (an ``EventWindow``: x, y, t in µs on the image clock, p)."""
+        s, _, t0, t1, _ = self._row(i)
+        return self._sequence(s).events.read_window(t0, t1)
+
     def __getitem__(self, i: int) -> dict:
         from PIL import Image
 
         from ..events.representations import eventgpt_frames
 
-        n = len(self)
-        if not -n <= int(i) < n:
-            raise IndexError(f"window {i} outside [0, {n})")
-        s, k, t0, t1, fi = (int(v) for v in self._index[int(i)])
+        s, k, t0, t1, fi = self._row(i)
         seq = self._sequence(s)
         w = seq.events.read_window(t0, t1)
         frames = eventgpt_frames(w.x, w.y, w.t, w.p, self.height, self.width, num_frames=self.num_frames)
