@@ -132,6 +132,24 @@ def _text_tower(args, data, cache_dir: Path):
                      source), note
 
 
+def _projection(name: str):
+    """``x -> visual_projection(post_layernorm(x))`` of a CLIP tower (raw CLS / pooled last-layer features ->
+    ``image_embeds``), and an id for the cache key."""
+    import hashlib
+
+    from transformers import CLIPVisionModelWithProjection
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # a full CLIPModel directory: its text weights are unused here
+    try:
+        tower = CLIPVisionModelWithProjection.from_pretrained(name).eval().requires_grad_(False)
+    finally:
+        hf_logging.set_verbosity(level)
+    digest = hashlib.sha1(b"".join(p.detach().numpy().tobytes() for p in tower.visual_projection.parameters()))
+    return (lambda x: tower.visual_projection(tower.vision_model.post_layernorm(x))), f"{name}:{digest.hexdigest()[:12]}"
+
+
 def build_parser() -> ArgumentParser:
     from modeling_evalign.evaluation.strategy_map import STRATEGIES
 
@@ -150,12 +168,16 @@ def build_parser() -> ArgumentParser:
     ap.add_argument("--min-epochs", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--project", default=None, metavar="CLIP",
+                    help="map raw last-layer features into CLIP's image-embedding space with this tower's "
+                         "post-layernorm + visual projection (the main job's feature space)")
     ap.add_argument("--label-key", default="scene", help="per-sample metadata key with class labels (triple_modal)")
     ap.add_argument("--text-model", default=None, help="CLIP model (directory or repo id) for triple_modal's text tower")
     ap.add_argument("--tiny-text-tower", action="store_true",
                     help="random tiny text tower as class prototypes (when no CLIP text tower of the right width)")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads (small heads train fastest on one thread of a shared machine)")
+    ap.add_argument("--note", action="append", default=[], help="a line for the report's notes (e.g. how the data was made)")
     ap.add_argument("--no-progress", action="store_true")
     return ap
 
@@ -183,14 +205,16 @@ def main(argv: list[str] | None = None) -> int:
     from modeling_evalign.utils.io_utils import atomic_write_json, atomic_write_text
 
     started = time.perf_counter()
-    data = {d: sm.load_duration(d, root, seed=args.seed) for d, root in roots.items()}
+    transform, transform_id = (None, None) if not args.project else _projection(args.project)
+    data = {d: sm.load_duration(d, root, seed=args.seed, transform=transform, transform_id=transform_id)
+            for d, root in roots.items()}
     widths = {d: (x.splits["train"].event_dim, x.splits["train"].target_dim) for d, x in data.items()}
     sizes = {d: sm.resolve_sizes(sizes_req[d], data[d].n_train) for d in durations}
     settings = sm.TrainSettings(steps=args.steps, min_epochs=args.min_epochs, batch_size=args.batch_size,
                                 seed=args.seed)
     out.mkdir(parents=True, exist_ok=True)
     cache.mkdir(parents=True, exist_ok=True)
-    notes = [f"feature widths (event, target): {widths}"]
+    notes = [*args.note, f"feature widths (event, target): {widths}"]
     tower = None
     if "triple_modal" in args.strategies:
         tower, note = _text_tower(args, data, cache)

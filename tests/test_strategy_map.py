@@ -215,3 +215,25 @@ def test_unknown_flag_exits_2_from_the_command_line(tmp_path):
                           env={"PYTHONPATH": str(ROOT), "PATH": "", "HF_HUB_OFFLINE": "1"})
     assert proc.returncode == 2, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and "--bogus" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_projection_maps_raw_features_into_image_embeds(tmp_path):
+    """--project: raw last-layer features -> visual_projection(post_layernorm(x)) of the given CLIP tower."""
+    from transformers import CLIPModel
+
+    from modeling_evalign.evaluation.strategy_map import load_duration
+    from modeling_evalign.features.tiny_models import tiny_clip_config
+
+    torch.manual_seed(0)
+    clip = CLIPModel(tiny_clip_config(hidden_size=16, num_heads=2, projection_dim=8)).eval()
+    clip.save_pretrained(tmp_path / "clip")
+    pairs = make_linear_pairs(30, 16, 16, seed=3)
+    for split, rows in (("train", slice(0, 20)), ("test", slice(20, 30))):
+        AlignmentDataset(pairs.event_features[rows], pairs.target_features[rows]).save_to_directory(tmp_path / "f" / split)
+    transform, tid = _script()._projection(str(tmp_path / "clip"))
+    data = load_duration("1s", tmp_path / "f", transform=transform, transform_id=tid)
+    with torch.no_grad():
+        want = clip.visual_projection(clip.vision_model.post_layernorm(pairs.event_features[:20]))
+    torch.testing.assert_close(data.splits["train"].event_features, want)
+    assert data.splits["test"].target_dim == 8 and "validation" not in data.splits
+    assert data.fingerprint != load_duration("1s", tmp_path / "f").fingerprint

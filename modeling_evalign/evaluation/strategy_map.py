@@ -84,13 +84,17 @@ class DurationData:
         return self.splits["train"].subset(np.sort(self.order[:pairs]))
 
 
-def _pooled(ds):
+def _prepared(ds, transform: Callable[[torch.Tensor], torch.Tensor] | None = None):
+    """Pooled float32 ``[N, D]`` features (tokens averaged), optionally mapped by ``transform``."""
     from ..data.alignment_dataset import AlignmentDataset
 
     ev, tg = ds.event_features.float(), ds.target_features.float()
-    if ev.dim() == 2 and tg.dim() == 2:
+    if ev.dim() == 2 and tg.dim() == 2 and transform is None:
         return ds
     ev, tg = (t.mean(dim=1) if t.dim() == 3 else t for t in (ev, tg))
+    if transform is not None:
+        with torch.no_grad():
+            ev, tg = transform(ev).float(), transform(tg).float()
     shapes = ("num_samples", "event_dim", "target_dim", "event_shape", "target_shape")
     meta = {k: v for k, v in ds.metadata.items() if k not in shapes}
     if ds.samples is not None:
@@ -98,14 +102,18 @@ def _pooled(ds):
     return AlignmentDataset(ev, tg, meta)
 
 
-def load_duration(name: str, root: str | Path, seed: int = 0) -> DurationData:
-    """Read ``root/{train,validation,test}`` (validation optional) as pooled ``AlignmentDataset`` s."""
+def load_duration(name: str, root: str | Path, seed: int = 0,
+                  transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                  transform_id: str | None = None) -> DurationData:
+    """Read ``root/{train,validation,test}`` (validation optional) as pooled ``AlignmentDataset`` s;
+    ``transform`` (e.g. a CLIP tower's projection head, named by ``transform_id`` in the fingerprint) maps
+    both sides' features."""
     from ..data.alignment_dataset import AlignmentDataset
 
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"[{name}] feature root {root} does not exist")
-    digest = hashlib.sha1()
+    digest = hashlib.sha1(str(transform_id).encode())
     splits = {}
     for split in SPLITS:
         path = root / split
@@ -113,7 +121,7 @@ def load_duration(name: str, root: str | Path, seed: int = 0) -> DurationData:
             if split == "validation":
                 continue
             raise FileNotFoundError(f"[{name}] {path} is missing: expected the {split} split's feature directory")
-        splits[split] = _pooled(AlignmentDataset.from_directory(path))
+        splits[split] = _prepared(AlignmentDataset.from_directory(path), transform)
         for f in sorted(path.iterdir()):
             if f.is_file():
                 digest.update(f"{split}/{f.name}:{f.stat().st_size}".encode())
