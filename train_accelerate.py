@@ -1,8 +1,8 @@
 """Train an evalign strategy with Accelerate (one process, or many through ``accelerate launch``).
 
     python train_accelerate.py --strategy lightweight --train_dir features/train --val_dir features/val
-    accelerate launch --multi_gpu --num_processes 2 --num_machines 1 --mixed_precision no \\
-        --dynamo_backend no train_accelerate.py --cpu --strategy contrastive --train_dir ... --batch_size 64
+    ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 --num_machines 1 --mixed_precision no \\
+        --dynamo_backend no train_accelerate.py --strategy contrastive --train_dir ... --batch_size 64
     python train_accelerate.py --strategy contrastive_image --dsec_data_dir DSEC --durations 200ms 1s
     python train_accelerate.py --strategy triple_modal --train_dir features/train --label_key scene --text_model CLIP
     python train_accelerate.py --strategy triple_modal_image --dsec_data_dir DSEC --durations 1s --label_key scene
@@ -13,21 +13,36 @@ a killed run exactly. All flags: ``python train_accelerate.py --help`` (modeling
 
 from __future__ import annotations
 
-import os
 import sys
+from pathlib import Path
 
 
-def main(argv: list[str] | None = None) -> int:
+def _train(argv: list[str] | None, prog: str) -> int:
     from modeling_evalign.training.config import parse_args
     from modeling_evalign.training.loop import run
 
-    results = run(parse_args(argv))
-    if int(os.environ.get("RANK", "0")) != 0:  # one report per launch, from the main process
+    results = run(parse_args(argv, prog=prog))
+    from accelerate import PartialState
+
+    if not PartialState().is_main_process:  # one report per launch
         return 0
     for result in results:
         status = "interrupted (resumable)" if result.interrupted else "finished"
         print(f"[evalign] {result.output_dir}: {status} at step {result.global_step}", flush=True)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse ``argv`` (default ``sys.argv[1:]``), train, print one status line per run; returns the exit status.
+
+    User errors (bad flags, missing paths, invalid TrainConfig values, a batch larger than the data) print ONE
+    line ``prog: error: ...`` on stderr and return 2 (modeling_evalign.utils.cli); ``EVALIGN_TRACEBACK=1``
+    shows the traceback instead.
+    """
+    from modeling_evalign.utils.cli import run_cli
+
+    prog = Path(sys.argv[0]).name or "train_accelerate.py"
+    return run_cli(lambda a: _train(a, prog), argv, prog=prog)
 
 
 if __name__ == "__main__":

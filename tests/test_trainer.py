@@ -66,7 +66,9 @@ def test_training_info_and_checkpoint_layout(splits, tmp_path):
     assert {"config.json", "model.safetensors", TRAINING_INFO_NAME} <= files
     assert not list(tmp_path.glob(".ckpt*"))  # resume file removed, no temp dirs left
     info = json.loads((tmp_path / "ckpt" / TRAINING_INFO_NAME).read_text())
-    assert info["strategy"] == "evalign_lightweight" and info["model_class"] == "LightweightAlignmentModule"
+    # one training_info writer for the facade and train_accelerate.py: strategy name + model_type
+    assert info["strategy"] == "lightweight" and info["model_type"] == "evalign_lightweight"
+    assert info["model_class"] == "LightweightAlignmentModule" and info["num_processes"] == 1
     assert (info["train_size"], info["val_size"], info["event_dim"], info["target_dim"]) == (192, 96, DE, DT)
     assert info["num_epochs"] == 3 and [h["epoch"] for h in info["history"]] == [1, 2, 3]
     assert info["hyperparameters"]["batch_size"] == 40 and info["hyperparameters"]["seed"] == 3
@@ -102,7 +104,7 @@ def test_same_seed_same_weights_other_seed_differs(splits):
     assert not all(torch.equal(a[k], c[k]) for k in a)
 
 
-def test_resume_after_crash_equals_uninterrupted_run(splits, tmp_path, monkeypatch):
+def test_resume_after_crash_equals_uninterrupted_run(splits, tmp_path):
     train, val = splits
     kwargs = {"lr": 1e-2, "batch_size": 32, "seed": 4, "progress": False}
     torch.manual_seed(0)
@@ -111,28 +113,31 @@ def test_resume_after_crash_equals_uninterrupted_run(splits, tmp_path, monkeypat
 
     torch.manual_seed(0)
     crashed = _model("lightweight")
-    trainer = ContrastiveAlignmentTrainer(crashed, train, val, **kwargs)
-    original = ContrastiveAlignmentTrainer._train_epoch
+    forward, calls = crashed.forward, []
 
-    def crash_in_epoch_3(self, epoch, *args):
-        if epoch == 2:
-            raise KeyboardInterrupt("simulated kill")
-        return original(self, epoch, *args)
+    def killed_in_epoch_3(*args, **kw):  # 6 steps per epoch: the process dies at step 15
+        if crashed.training:
+            calls.append(1)
+            if len(calls) == 15:
+                raise KeyboardInterrupt("simulated kill")
+        return forward(*args, **kw)
 
-    monkeypatch.setattr(ContrastiveAlignmentTrainer, "_train_epoch", crash_in_epoch_3)
+    crashed.forward = killed_in_epoch_3
     with pytest.raises(KeyboardInterrupt):
-        trainer.train(num_epochs=4, save_path=tmp_path / "run")
-    assert (tmp_path / ".run.resume.pt").is_file() and not (tmp_path / "run").exists()
-    monkeypatch.setattr(ContrastiveAlignmentTrainer, "_train_epoch", original)
+        ContrastiveAlignmentTrainer(crashed, train, val, **kwargs).train(num_epochs=4, save_path=tmp_path / "run")
+    assert (tmp_path / ".run.resume" / "checkpoint-12").is_dir() and not (tmp_path / "run").exists()
 
     torch.manual_seed(123)
-    fresh = _model("lightweight")  # a new process: different init, state comes from the resume file
+    fresh = _model("lightweight")  # a new process: different init, state comes from the checkpoint
     result = ContrastiveAlignmentTrainer(fresh, train, val, **kwargs).train(num_epochs=4, save_path=tmp_path / "run")
     assert result.resumed_from_epoch == 2 and [h["epoch"] for h in result.history] == [1, 2, 3, 4]
     ref, got = reference.state_dict(), fresh.state_dict()
     assert all(torch.allclose(ref[k], got[k], atol=1e-6) for k in ref)
-    assert not (tmp_path / ".run.resume.pt").exists()
+    assert not (tmp_path / ".run.resume").exists()
     assert json.loads((tmp_path / "run" / TRAINING_INFO_NAME).read_text())["resumed_from_epoch"] == 2
+    # a different setting does not resume a foreign run: it starts over (and says so in the log)
+    ContrastiveAlignmentTrainer(_model("lightweight"), train, val, **kwargs).train(num_epochs=1, save_path=tmp_path / "x")
+    assert json.loads((tmp_path / "x" / TRAINING_INFO_NAME).read_text())["resumed_from_epoch"] is None
 
 
 def test_token_level_features_and_group_positives(tmp_path):

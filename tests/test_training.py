@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -254,16 +255,42 @@ def test_dsec_image_pairs_end_to_end(tmp_path_factory, tmp_path):
     assert (info["counts"]["train"] + info["counts"]["val"] if tail else info["counts"]["train"]) == len(features) >= 4
 
 
-def test_every_duration_is_checked_before_training(tmp_path):
+def test_every_duration_is_checked_before_training(tmp_path, capsys):
     _feature_dirs(tmp_path / "200ms")
     _feature_dirs(tmp_path / "1s", n_train=8)  # too small for the batch (6 train rows after the 20% tail split)
     from train_accelerate import main
 
     argv = ["--strategy", "lightweight", "--durations", "200ms", "1s", "--train_dir", str(tmp_path / "{duration}/train"),
             "--output_dir", str(tmp_path / "runs"), "--num_epochs", "1", "--batch_size", "16", "--cpu"]
-    with pytest.raises(ValueError, match=r"larger than the training data of 1s \(6 samples\)"):
-        main(argv)
+    assert main(argv) == 2  # a user error: one stderr line, exit status 2, no traceback
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err and len(err.splitlines()) == 1
+    assert re.search(r": error: batch_size=16 is larger than the training data of 1s \(6 samples\)$", err)
     assert not (tmp_path / "runs").exists()  # the 200ms run did not start either
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--strategy", "lightweight", "--durations", "200ms", "--num_epochs", "10"], "exactly one data source"),
+    (["--train_dir", "TMP", "--durations", "3s"], "unknown ['3s']"),
+    (["--train_dir", "TMP/nope"], "TrainConfig.train_dir: directory"),
+    (["--train_dir", "TMP", "--num_epochs", "ten"], "invalid int value: 'ten'"),
+    (["--train_dir", "TMP", "--no_such_flag", "1"], "arguments are not used by the HfArgumentParser: ['--no_such_flag', '1']"),
+    (["--train_dir", "TMP", "--batch_size", "0"], "TrainConfig.batch_size=0 is invalid"),
+])
+def test_user_errors_are_one_line_exit_2(tmp_path, capsys, argv, message):
+    """Bad flags, missing paths and TrainConfig ValueErrors (the run_egpt_dsec_alignment.py case of issue 11:
+    --durations without a data source) exit 2 with one stderr line naming the problem."""
+    from train_accelerate import main
+
+    argv = [a.replace("TMP", str(tmp_path)) for a in argv] + ["--output_dir", str(tmp_path / "o")]
+    try:
+        status = main(argv)
+    except SystemExit as exc:  # argparse errors leave through SystemExit(2)
+        status = exc.code
+    err = capsys.readouterr().err.strip()
+    assert status == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert message in err and ": error: " in err
+    assert not (tmp_path / "o").exists()
 
 
 @pytest.mark.slow

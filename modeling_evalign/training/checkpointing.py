@@ -38,7 +38,9 @@ _CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 class TrainerState:
     """Where a run is: ``epoch`` and ``step_in_epoch`` (batches done in it), ``global_step`` (optimizer steps).
 
-    ``losses`` has one training loss per optimizer step; ``val_metrics`` one dict per finished epoch.
+    ``losses`` has one training loss per optimizer step; ``val_metrics`` one dict per finished epoch and
+    ``history`` its record (``epoch`` 1-based, ``train_loss``, ``lr``, ``seconds``, ``val/<metric>``);
+    ``extra`` is the caller's own resumable state (the trainer facade's settings and initial metrics).
     """
 
     strategy: str
@@ -48,6 +50,8 @@ class TrainerState:
     step_in_epoch: int = 0
     losses: list[float] = field(default_factory=list)
     val_metrics: list[dict[str, float]] = field(default_factory=list)
+    history: list[dict[str, float]] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
     world_size: int = 1
     seed: int = 0
     complete: bool = True

@@ -20,6 +20,8 @@ STRATEGIES: tuple[str, ...] = FEATURE_STRATEGIES + IMAGE_STRATEGIES
 LABELLED_STRATEGIES: tuple[str, ...] = ("triple_modal", "triple_modal_image")
 
 TRAIN_CONFIG_NAME = "train_config.json"
+# train_dir of a run whose datasets are passed to training.loop.train directly (the trainer facade)
+IN_MEMORY = "<in-memory>"
 
 
 def _help(text: str) -> dict[str, str]:
@@ -148,11 +150,12 @@ class TrainConfig:
             hub_model_id=sub(self.hub_model_id),
         )
 
-    def check_paths(self) -> None:
-        """FileNotFoundError naming the first missing data path (after ``{duration}`` substitution)."""
-        for name in ("train_dir", "val_dir", "dsec_data_dir"):
+    def check_paths(self, data_dirs: bool = True) -> None:
+        """FileNotFoundError naming the first missing data path (after ``{duration}`` substitution);
+        ``data_dirs=False``: only the resume checkpoint (the data was given in memory)."""
+        for name in ("train_dir", "val_dir", "dsec_data_dir") if data_dirs else ():
             path = getattr(self, name)
-            if path is not None and not Path(path).is_dir():
+            if path is not None and path != IN_MEMORY and not Path(path).is_dir():
                 raise FileNotFoundError(f"TrainConfig.{name}: directory {path!r} does not exist")
         if self.resume_from_checkpoint not in (None, "latest") and not Path(self.resume_from_checkpoint).is_dir():
             raise FileNotFoundError(f"resume_from_checkpoint: checkpoint directory {self.resume_from_checkpoint!r} not found")
@@ -179,10 +182,19 @@ class TrainConfig:
         return cls(**data)
 
 
-def parse_args(argv: list[str] | None = None) -> TrainConfig:
-    """Parse command-line flags (one per TrainConfig field, e.g. ``--batch_size 32``) into a TrainConfig."""
+def parse_args(argv: list[str] | None = None, prog: str | None = None) -> TrainConfig:
+    """Parse command-line flags (one per TrainConfig field, e.g. ``--batch_size 32``) into a TrainConfig.
+
+    Unknown or malformed flags exit with status 2 after one stderr line; invalid values raise the
+    TrainConfig's ValueError (``utils.cli.run_cli`` turns it into one line and status 2).
+    """
     from transformers import HfArgumentParser
 
-    parser = HfArgumentParser(TrainConfig, description="Train an evalign alignment strategy with Accelerate.")
+    from ..utils.cli import ArgumentParser
+
+    class Parser(HfArgumentParser):
+        error = ArgumentParser.error  # bad flags: one stderr line and exit status 2, not the usage block
+
+    parser = Parser(TrainConfig, prog=prog, description="Train an evalign alignment strategy with Accelerate.")
     (config,) = parser.parse_args_into_dataclasses(args=argv)
     return config

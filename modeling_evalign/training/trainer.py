@@ -1,4 +1,4 @@
-"""Single-process trainer for feature-level alignment models (the product brief's Quick Start).
+"""The product brief's single-process trainer: a thin facade over THE training loop (``training.loop``).
 
 Works with any model of the uniform interface ``model(event_features=..., target_features=...)`` ->
 output with ``.loss`` and ``.aligned_features`` (the lightweight and contrastive strategies)::
@@ -6,39 +6,35 @@ output with ``.loss`` and ``.aligned_features`` (the lightweight and contrastive
     trainer = ContrastiveAlignmentTrainer(model, train_dataset, val_dataset)
     result = trainer.train(num_epochs=20, save_path="alignment.pt")
 
-AdamW with a linear warm-up then cosine decay to 0 (CEIA: Adam, lr 5e-4, cosine, 20 epochs),
-validation each epoch (loss, MSE, cosine, R@1/5/10 in both directions), deterministic for a seed.
-``save_path`` is a Hugging Face checkpoint DIRECTORY (``config.json``, ``model.safetensors``, module
-files, ``training_info.json``); a name ending in ``.pt`` is still used as the directory name (logged),
-since the checkpoint is never a single pickle. While training, a resume file
-``.<save_path name>.resume.pt`` next to it is refreshed after every epoch; rerunning the same call after a
-crash continues from the last finished epoch, and the file is removed once the checkpoint is written.
-Multi-process training goes through ``train_accelerate.py``.
+Training runs through :func:`modeling_evalign.training.loop.train` (one Accelerate process): the same data
+order, AdamW + warm-up/cosine schedule (``training.schedule``), checkpoints and training_info.json as
+``train_accelerate.py``; this class only translates its arguments and adds validation before training and
+retrieval positives. ``save_path`` is a Hugging Face checkpoint DIRECTORY (``config.json``,
+``model.safetensors``, module files, ``training_info.json``); a name ending in ``.pt`` is still used as the
+directory name (logged). While training, the loop's resumable checkpoints go to ``.<save_path name>.resume/``
+next to it (one per epoch); rerunning the same call after a crash continues from the last finished epoch,
+and the directory is removed once the checkpoint is written. Multi-process training: ``train_accelerate.py``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import os
-import platform
+import shutil
+import tempfile
 import time
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
-from ..evaluation.metrics import TimeWindows, bidirectional_recall, cosine_similarity, mse
-from ..utils.io_utils import atomic_write_bytes, atomic_write_json
+from .config import IN_MEMORY
+from .finish import TRAINING_INFO_NAME
 
 logger = logging.getLogger(__name__)
-
-TRAINING_INFO_NAME = "training_info.json"
 
 
 @dataclass
@@ -52,7 +48,7 @@ class TrainingResult:
         final_metrics: validation metrics after the last epoch (empty without a validation set).
         train_time_s: wall time of this call, seconds.
         save_path: checkpoint directory, or ``None`` when nothing was saved.
-        resumed_from_epoch: epochs already done when this call started from a resume file, else ``None``.
+        resumed_from_epoch: epochs already done when this call resumed an interrupted run, else ``None``.
     """
 
     history: list[dict[str, float]]
@@ -61,15 +57,6 @@ class TrainingResult:
     train_time_s: float
     save_path: Path | None = None
     resumed_from_epoch: int | None = None
-
-
-def _pool(x: torch.Tensor) -> torch.Tensor:
-    """``[B, D]`` stays, token-level ``[B, N, D]`` is mean-pooled for retrieval."""
-    return x if x.dim() == 2 else x.mean(dim=1)
-
-
-def _flat_rows(x: torch.Tensor) -> torch.Tensor:
-    return x.reshape(-1, x.shape[-1])
 
 
 def _positive_int(value: Any, name: str) -> int:
@@ -82,7 +69,7 @@ class ContrastiveAlignmentTrainer:
     """Train an alignment model on an :class:`~modeling_evalign.data.alignment_dataset.AlignmentDataset`.
 
     Args:
-        model: lightweight or contrastive alignment model (uniform interface above).
+        model: lightweight or contrastive alignment model (uniform interface above); trained in place.
         train_dataset: items ``{"event_features", "target_features", "index"}``.
         val_dataset: optional, same item format; evaluated before training and after every epoch.
         lr: peak AdamW learning rate.
@@ -91,7 +78,7 @@ class ContrastiveAlignmentTrainer:
         weight_decay: AdamW weight decay.
         warmup_ratio: fraction of the steps with a linear warm-up before the cosine decay.
         max_grad_norm: gradient-norm clip, ``None`` for none.
-        seed: seeds shuffling and the global torch RNG each epoch (dropout), so runs repeat exactly.
+        seed: seeds the data order and the torch RNG (dropout), so runs repeat exactly.
         device: ``None`` = CUDA when available, else CPU. Runtime only: never written into the config.
         eval_batch_size: batch size of validation passes.
         ks: recall cut-offs for validation.
@@ -101,7 +88,7 @@ class ContrastiveAlignmentTrainer:
             positives (per-sample ``sequence``, ``window_start_us``, ``window_end_us``); consecutive DSEC
             windows overlap in content. Exclusive with ``positive_group_key``.
         num_workers: DataLoader workers.
-        progress: show a tqdm progress bar.
+        progress: show a progress bar.
     """
 
     def __init__(
@@ -124,6 +111,8 @@ class ContrastiveAlignmentTrainer:
         num_workers: int = 0,
         progress: bool = True,
     ):
+        from ..evaluation.metrics import TimeWindows
+
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if len(train_dataset) == 0:
@@ -185,58 +174,28 @@ class ContrastiveAlignmentTrainer:
 
     # -- evaluation -----------------------------------------------------------------------------
 
-    @torch.no_grad()
-    def evaluate(
-        self,
-        dataset: Any | None = None,
-        positive_groups: Any | None = None,
-        positive_windows: TimeWindows | None = None,
-    ) -> dict[str, float]:
+    def evaluate(self, dataset: Any | None = None, positive_groups: Any | None = None,
+                 positive_windows: Any | None = None) -> dict[str, float]:
         """Validation metrics of the current model on ``dataset`` (default: the validation set).
 
         Keys: ``loss`` (mean over batches, weighted by batch size), ``mse`` and ``cosine_similarity``
         (aligned vs target; token-level inputs compare token by token), and retrieval recall
         ``e2t/R@k``, ``t2e/R@k``, ``mean/R@k`` on pooled features (targets after the model's target
-        head when it has one).
+        head when it has one). Computed by :func:`modeling_evalign.training.evaluation.evaluate`.
         """
+        from .evaluation import evaluate
+
         if dataset is None:
             dataset, positive_groups, positive_windows = self.val_dataset, self.positive_groups, self.positive_windows
         if dataset is None:
             raise ValueError("no dataset to evaluate: pass one or give the trainer a val_dataset")
-        was_training = self.model.training
-        self.model.to(self.device).eval()
-        loader = DataLoader(dataset, batch_size=self.eval_batch_size, shuffle=False, num_workers=self.num_workers)
-        loss_sum, count = 0.0, 0
-        aligned_all, target_all, query_all, gallery_all = [], [], [], []
-        try:
-            for batch in loader:
-                ev = batch["event_features"].to(self.device)
-                tg = batch["target_features"].to(self.device)
-                out = self.model(event_features=ev, target_features=tg)
-                n = ev.shape[0]
-                if out.loss is not None and n > 1:  # InfoNCE of a batch of one is meaningless
-                    loss_sum += float(out.loss) * n
-                    count += n
-                aligned = out.aligned_features.float()
-                aligned_all.append(_flat_rows(aligned).cpu())
-                target_all.append(_flat_rows(tg).cpu())
-                query_all.append(_pool(aligned).cpu())
-                tg_emb = getattr(out, "target_embeddings", None)
-                gallery_all.append((tg_emb if tg_emb is not None else _pool(tg)).float().cpu())
-        finally:
-            self.model.train(was_training)
-        aligned, target = torch.cat(aligned_all), torch.cat(target_all)
-        metrics: dict[str, float] = {"loss": loss_sum / count if count else float("nan")}
-        if aligned.shape == target.shape:
-            metrics["mse"] = mse(aligned, target)
-            metrics["cosine_similarity"] = cosine_similarity(aligned, target)
-        metrics.update(
-            bidirectional_recall(
-                torch.cat(query_all), torch.cat(gallery_all), ks=self.ks,
-                positive_groups=positive_groups, positive_windows=positive_windows,
-            )
-        )
-        return metrics
+        self.model.to(self.device)
+        metrics = evaluate(self.model, dataset, strategy="contrastive", batch_size=self.eval_batch_size,
+                           device=self.device, ks=self.ks, positive_groups=positive_groups,
+                           positive_windows=positive_windows, with_loss=True, num_workers=self.num_workers)
+        if "cosine" in metrics:
+            metrics["cosine_similarity"] = metrics.pop("cosine")
+        return {"loss": metrics.pop("loss"), **metrics}
 
     # -- training -------------------------------------------------------------------------------
 
@@ -247,16 +206,34 @@ class ContrastiveAlignmentTrainer:
             "train_size": len(self.train_dataset), "model_class": type(self.model).__name__,
         }
 
-    def _schedule(self, optimizer: torch.optim.Optimizer, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
-        warmup = int(self.warmup_ratio * total_steps)
+    def _train_config(self, num_epochs: int, output_dir: Path, checkpoint_every: int, resume: bool):
+        from .config import TrainConfig
+        from .models import strategy_of
 
-        def factor(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / warmup
-            progress = (step - warmup) / max(1, total_steps - warmup)
-            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+        total = num_epochs * (len(self.train_dataset) // self.batch_size)
+        return TrainConfig(
+            strategy=strategy_of(self.model), output_dir=str(output_dir), train_dir=IN_MEMORY,
+            num_epochs=num_epochs, batch_size=self.batch_size, learning_rate=self.lr,
+            weight_decay=self.weight_decay, warmup_steps=int(self.warmup_ratio * total),
+            max_grad_norm=self.max_grad_norm or 0.0, seed=self.seed, checkpointing_steps=checkpoint_every,
+            checkpoints_total_limit=1, resume_from_checkpoint="latest" if resume else None,
+            cpu=self.device.type == "cpu", num_workers=self.num_workers,
+        )
 
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    def _resumable(self, work_dir: Path | None, num_epochs: int):
+        """The latest checkpoint of an interrupted call with the same settings (else None; others are dropped)."""
+        from .checkpointing import TrainerState, find_latest_checkpoint
+
+        checkpoint = find_latest_checkpoint(work_dir) if work_dir is not None else None
+        if checkpoint is None:
+            return None
+        state = TrainerState.load(checkpoint)
+        if state.extra.get("fingerprint") != self._fingerprint(num_epochs):
+            logger.warning("ignoring %s: it belongs to a run with other settings (%s)", work_dir,
+                           state.extra.get("fingerprint"))
+            shutil.rmtree(work_dir)
+            return None
+        return state
 
     def train(self, num_epochs: int = 20, save_path: str | os.PathLike | None = None) -> TrainingResult:
         """Train for ``num_epochs`` epochs; with ``save_path`` write the checkpoint directory there.
@@ -264,82 +241,60 @@ class ContrastiveAlignmentTrainer:
         Returns:
             :class:`TrainingResult` with per-epoch history and initial/final validation metrics.
         """
-        from tqdm.auto import tqdm
+        from .data import TrainData
+        from .loop import RunOptions
+        from .loop import train as run_loop
 
         num_epochs = _positive_int(num_epochs, "num_epochs")
-        save_dir = self._resolve_save_path(save_path)
-        resume_file = None if save_dir is None else save_dir.parent / f".{save_dir.name}.resume.pt"
-        start = time.perf_counter()
-        self.model.to(self.device)
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        if not params:
+        if not any(p.requires_grad for p in self.model.parameters()):
             raise ValueError(f"{type(self.model).__name__} has no trainable parameters")
-        optimizer = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
+        save_dir = self._resolve_save_path(save_path)
+        start = time.perf_counter()
         steps_per_epoch = len(self.train_dataset) // self.batch_size
-        scheduler = self._schedule(optimizer, num_epochs * steps_per_epoch)
-
-        history: list[dict[str, float]] = []
-        initial: dict[str, float] = {}
-        first_epoch, resumed = 0, None
-        state = self._load_resume(resume_file, num_epochs)
-        if state is not None:
-            self.model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            history, initial = state["history"], state["initial_metrics"]
-            first_epoch = resumed = int(state["epoch"])
-            logger.info("resuming from %s after epoch %d", resume_file, first_epoch)
-        elif self.val_dataset is not None:
-            initial = self.evaluate()
-
-        bar = tqdm(total=num_epochs * steps_per_epoch, initial=first_epoch * steps_per_epoch,
-                   desc="alignment training", unit="step", disable=not self.progress)
-        with contextlib.closing(bar):
-            for epoch in range(first_epoch, num_epochs):
-                record = self._train_epoch(epoch, optimizer, scheduler, bar)
-                if self.val_dataset is not None:
-                    record.update({f"val/{k}": v for k, v in self.evaluate().items()})
-                history.append(record)
-                logger.info("epoch %d/%d: %s", epoch + 1, num_epochs,
-                            ", ".join(f"{k}={v:.4g}" for k, v in record.items() if k != "epoch"))
-                bar.set_postfix(loss=f"{record['train_loss']:.4f}",
-                                **({"R@1": f"{record['val/mean/R@1']:.3f}"} if "val/mean/R@1" in record else {}))
-                if resume_file is not None and epoch + 1 < num_epochs:
-                    self._save_resume(resume_file, epoch + 1, num_epochs, optimizer, scheduler, history, initial)
-
+        work_dir = None if save_dir is None else save_dir.parent / f".{save_dir.name}.resume"
+        resumed = self._resumable(work_dir, num_epochs)
+        if resumed is not None:
+            initial = resumed.extra.get("initial_metrics", {})
+            resumed_from_epoch = resumed.global_step // steps_per_epoch
+            logger.info("resuming from %s after epoch %d", work_dir, resumed_from_epoch)
+        else:
+            initial = self.evaluate() if self.val_dataset is not None else {}
+            resumed_from_epoch = None
+        ds = self.train_dataset
+        info_extra = {
+            "initial_metrics": initial, "retrieval_positives": self.positive_rule,
+            "resumed_from_epoch": resumed_from_epoch, "train_size": len(ds),
+            "val_size": len(self.val_dataset) if self.val_dataset is not None else 0,
+            "event_dim": getattr(getattr(self.model, "config", None), "event_dim", getattr(ds, "event_dim", None)),
+            "target_dim": getattr(getattr(self.model, "config", None), "target_dim", getattr(ds, "target_dim", None)),
+            "event_shape": list(getattr(ds, "event_shape", ())), "target_shape": list(getattr(ds, "target_shape", ())),
+        }
+        options = RunOptions(
+            model=self.model, evaluate=(lambda _model: self.evaluate()) if self.val_dataset is not None else None,
+            final_dir=save_dir, save_final=save_dir is not None, model_card=False, progress=self.progress,
+            extra_state={"fingerprint": self._fingerprint(num_epochs), "initial_metrics": initial},
+            info_extra=info_extra,
+        )
+        data = TrainData(ds, self.val_dataset, {"type": "in_memory"}, getattr(ds, "event_dim", None),
+                         getattr(ds, "target_dim", None))
+        with tempfile.TemporaryDirectory(prefix="evalign-trainer-") as scratch:
+            # without save_path nothing is kept: the loop's run directory is a scratch one, never checkpointed
+            output_dir = work_dir if work_dir is not None else Path(scratch)
+            every = steps_per_epoch if work_dir is not None else 10**12
+            config = self._train_config(num_epochs, output_dir, every, resume=resumed is not None)
+            if save_dir is not None:  # hyperparameters as the trainer names them, next to the loop's
+                info_extra["hyperparameters"] = {
+                    "optimizer": "AdamW", "lr": self.lr, "batch_size": self.batch_size,
+                    "weight_decay": self.weight_decay, "schedule": "cosine", "warmup_ratio": self.warmup_ratio,
+                    "warmup_steps": config.warmup_steps, "max_grad_norm": self.max_grad_norm, "seed": self.seed,
+                    "ks": list(self.ks),
+                }
+            result = run_loop(config, data=data, options=options)
+        if work_dir is not None:
+            shutil.rmtree(work_dir, ignore_errors=True)
+        history = result.history
         final = {k.removeprefix("val/"): v for k, v in history[-1].items() if k.startswith("val/")}
-        result = TrainingResult(history, initial, final, time.perf_counter() - start, save_dir, resumed)
-        if save_dir is not None:
-            self._save_checkpoint(save_dir, num_epochs, result)
-            if resume_file is not None:
-                resume_file.unlink(missing_ok=True)
-        return result
-
-    def _train_epoch(self, epoch: int, optimizer, scheduler, bar) -> dict[str, float]:
-        # seeding per epoch (not once) makes a resumed run identical to an uninterrupted one
-        torch.manual_seed(self.seed * 100_003 + epoch)
-        gen = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
-        loader = DataLoader(self.train_dataset, batch_size=self.batch_size, shuffle=True, drop_last=True,
-                            generator=gen, num_workers=self.num_workers)
-        self.model.train()
-        t0, losses = time.perf_counter(), []
-        for batch in loader:
-            out = self.model(event_features=batch["event_features"].to(self.device),
-                             target_features=batch["target_features"].to(self.device))
-            if out.loss is None:
-                raise ValueError(f"{type(self.model).__name__} returned no loss although target_features were given")
-            if not torch.isfinite(out.loss):
-                raise FloatingPointError(f"training loss became {float(out.loss)} at epoch {epoch + 1}: lower lr")
-            optimizer.zero_grad(set_to_none=True)
-            out.loss.backward()
-            if self.max_grad_norm is not None:
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            losses.append(float(out.loss.detach()))
-            bar.update(1)
-        return {"epoch": epoch + 1, "train_loss": sum(losses) / len(losses),
-                "lr": scheduler.get_last_lr()[0], "seconds": time.perf_counter() - t0}
+        return TrainingResult(history, initial, final, time.perf_counter() - start, save_dir, resumed_from_epoch)
 
     # -- files ----------------------------------------------------------------------------------
 
@@ -355,75 +310,12 @@ class ContrastiveAlignmentTrainer:
                            "(config.json, model.safetensors, training_info.json), not a single torch file", path)
         return path
 
-    def _save_resume(self, path: Path, epoch: int, num_epochs: int, optimizer, scheduler, history, initial) -> None:
-        import io
-
-        buf = io.BytesIO()
-        torch.save({
-            "fingerprint": self._fingerprint(num_epochs), "epoch": epoch, "model": self.model.state_dict(),
-            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "history": history, "initial_metrics": initial,
-        }, buf)
-        atomic_write_bytes(path, buf.getvalue())
-
-    def _load_resume(self, path: Path | None, num_epochs: int) -> dict[str, Any] | None:
-        if path is None or not path.is_file():
-            return None
-        state = torch.load(path, map_location=self.device, weights_only=True)
-        if state.get("fingerprint") != self._fingerprint(num_epochs):
-            logger.warning("ignoring resume file %s: it belongs to a run with other settings (%s)",
-                           path, state.get("fingerprint"))
-            return None
-        return state
-
-    def _save_checkpoint(self, save_dir: Path, num_epochs: int, result: TrainingResult) -> None:
-        import numpy
-        import transformers
-
-        from .. import __version__
-
-        if not hasattr(self.model, "save_pretrained"):
-            raise TypeError(f"{type(self.model).__name__} has no save_pretrained: cannot write {save_dir}")
-        self.model.save_pretrained(save_dir)
-        config = getattr(self.model, "config", None)
-        n_params = sum(p.numel() for p in self.model.parameters())
-        n_trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
-        ds = self.train_dataset
-        info = {
-            "strategy": getattr(config, "model_type", None),
-            "model_class": type(self.model).__name__,
-            "num_parameters": n_params,
-            "num_trainable_parameters": n_trainable,
-            "train_size": len(ds),
-            "val_size": len(self.val_dataset) if self.val_dataset is not None else 0,
-            "event_dim": getattr(config, "event_dim", getattr(ds, "event_dim", None)),
-            "target_dim": getattr(config, "target_dim", getattr(ds, "target_dim", None)),
-            "event_shape": list(getattr(ds, "event_shape", ())),
-            "target_shape": list(getattr(ds, "target_shape", ())),
-            "num_epochs": num_epochs,
-            "hyperparameters": {
-                "optimizer": "AdamW", "lr": self.lr, "batch_size": self.batch_size,
-                "weight_decay": self.weight_decay, "schedule": "cosine", "warmup_ratio": self.warmup_ratio,
-                "max_grad_norm": self.max_grad_norm, "seed": self.seed, "ks": list(self.ks),
-            },
-            "history": result.history,
-            "initial_metrics": result.initial_metrics,
-            "final_metrics": result.final_metrics,
-            "retrieval_positives": self.positive_rule,
-            "train_time_s": result.train_time_s,
-            "resumed_from_epoch": result.resumed_from_epoch,
-            "device_type": self.device.type,
-            "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "versions": {
-                "evalign": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
-                "numpy": numpy.__version__, "python": platform.python_version(),
-            },
-        }
-        atomic_write_json(save_dir / TRAINING_INFO_NAME, info)
-
 
 def training_result_to_dict(result: TrainingResult) -> dict[str, Any]:
     """JSON-ready dict of a :class:`TrainingResult`."""
     out = asdict(result)
     out["save_path"] = None if result.save_path is None else str(result.save_path)
     return out
+
+
+__all__ = ["TRAINING_INFO_NAME", "ContrastiveAlignmentTrainer", "TrainingResult", "training_result_to_dict"]
