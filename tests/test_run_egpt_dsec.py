@@ -79,3 +79,22 @@ def test_brief_command_writes_one_checkpoint_per_duration(tree, tmp_path, capsys
     # other settings into the same output directory are refused, naming the setting
     with pytest.raises(ValueError, match=r"other settings \(train\.num_epochs\)"):
         main([*argv[:6], "3", *argv[7:]])
+
+
+def test_train_dir_keeps_train_accelerate_behaviour(tmp_path):
+    """``--train_dir features/{duration}/train``: one training run per duration on existing feature directories."""
+    from safetensors.torch import load_file
+
+    from modeling_evalign.data.synthetic_features import write_feature_directory
+    from run_egpt_dsec_alignment import main
+
+    for i, duration in enumerate(("200ms", "1s")):
+        write_feature_directory(tmp_path / "features" / duration / "train", 24, 6, 5, seed=i)
+    argv = ["--train_dir", str(tmp_path / "features" / "{duration}" / "train"), "--durations", "200ms", "1s",
+            "--strategy", "lightweight", "--num_epochs", "1", "--batch_size", "4", "--output_dir", str(tmp_path / "o")]
+    assert main(argv) == 0
+    for duration in ("200ms", "1s"):
+        info = json.loads((tmp_path / "o" / duration / "final" / "training_info.json").read_text())
+        assert info["data"]["train_dir"].endswith(f"{duration}/train") and info["durations"] == [duration]
+        assert set(load_file(str(tmp_path / "o" / duration / "final" / "model.safetensors"))) == {"proj.weight",
+                                                                                                  "proj.bias"}
