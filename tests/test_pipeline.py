@@ -12,13 +12,24 @@ import torch
 from modeling_evalign.data.alignment_dataset import AlignmentDataset
 from modeling_evalign.evaluation.metrics import bidirectional_recall
 from modeling_evalign.pipeline.job import COLUMNS, PipelineConfig, format_table, main, run_pipeline
+from modeling_evalign.pipeline.report import evaluate_features
 
 FIRENET = Path(__file__).resolve().parents[2] / "shared" / "weights" / "firenet" / "model.pth"
 
 
+# a proxy tower of a few seconds (the default one takes minutes)
+TINY_PROXY = dict(photos=["astronaut", "coffee"], image_size=32, patch_size=16, hidden_size=32, intermediate_size=64,
+                  vision_layers=1, text_layers=1, num_heads=2, projection_dim=16, train_sequences_per_photo=1,
+                  test_sequences_per_photo=1, frames_per_sequence=4, render_size=(42, 32), steps=4, batch_size=4,
+                  warmup_steps=1, checkpoint_every=4)
+
+
 def _config(out: Path, **kw) -> PipelineConfig:
-    base = dict(output_dir=str(out), sequences=4, seconds=3.0, sensor_size=(64, 48), image_size=(96, 72),
-                durations=["1s"], num_epochs=2, batch_size=4, tiny_clip_image_size=32, tiny_clip_patch_size=8,
+    # 6 sequences alternating two photographs: 4 train (both classes, for triple_modal), 1 validation, 1 test
+    base = dict(output_dir=str(out), sequences=6, seconds=2.2, sensor_size=(64, 48), image_size=(96, 72),
+                val_fraction=0.17, test_fraction=0.17,
+                photos=["astronaut", "coffee"], durations=["1s"], num_epochs=2, batch_size=4, image_epochs=1,
+                image_batch_size=4, proxy_clip=TINY_PROXY, proxy_cache_dir=str(out.parent / "towers"),
                 firenet=str(FIRENET) if FIRENET.is_file() else None)
     base.update(kw)
     return PipelineConfig(**base)
@@ -29,15 +40,50 @@ def test_pipeline_end_to_end_and_resume(tmp_path, capsys):
     cfg = _config(tmp_path / "demo")
     rows = run_pipeline(cfg)
     strategies = [r.strategy for r in rows]
-    expected = ["unaligned", "closed_form", "lightweight", "contrastive"] + (["reconstruction"] if FIRENET.is_file() else [])
+    expected = (["unaligned", "closed_form", "lightweight", "contrastive", "triple_modal", "contrastive_image"]
+                + (["reconstruction"] if FIRENET.is_file() else []) + ["rgb_reference"])
     assert strategies == expected
-    for r in rows:
-        assert set(COLUMNS) <= set(r.metrics)
-        assert all(0.0 <= r.metrics[c] <= 1.0 for c in COLUMNS if "R@" in c)
-
-    # the closed-form row against an independent float64 ridge solve (numpy) on the same features
     feats = tmp_path / "demo" / "features" / "1s"
     train, test = AlignmentDataset.from_directory(feats / "train"), AlignmentDataset.from_directory(feats / "test")
+    for r in rows:
+        assert set(COLUMNS) <= set(r.metrics)
+        assert r.metrics["n_test"] == len(test)
+        assert all(0.0 <= r.metrics[c] <= 1.0 for c in COLUMNS if "R@" in c)
+    triple = next(r for r in rows if r.strategy == "triple_modal").metrics
+    assert triple["zero_shot/chance"] == pytest.approx(0.5) and 0.0 <= triple["zero_shot/accuracy"] <= 1.0
+
+    # every row shares the target space: the tower's image_embeds of the RGB frame nearest each window's end
+    from transformers import CLIPVisionModelWithProjection
+
+    from modeling_evalign.features.clip_preprocessing import clip_preprocess
+    from modeling_evalign.features.proxy_clip import ProxyClipConfig, proxy_clip_dir
+
+    tower_dir = proxy_clip_dir(ProxyClipConfig(**TINY_PROXY), tmp_path / "towers")
+    tower = CLIPVisionModelWithProjection.from_pretrained(tower_dir).eval()
+    first = test.samples_list()[0]
+    seq = tmp_path / "demo" / "dsec" / first["sequence"]
+    ts = np.loadtxt(seq / "images" / "timestamps.txt", dtype=np.int64)
+
+    def embed(t_us):  # the tower's image_embeds of the PNG nearest t_us
+        from PIL import Image
+
+        k = int(np.argmin(np.abs(ts - t_us)))
+        image = np.asarray(Image.open(seq / "images" / "left" / "rectified" / f"{k:06d}.png").convert("RGB"))
+        with torch.no_grad():
+            return tower(pixel_values=clip_preprocess([image], tower.config.image_size)).image_embeds[0]
+
+    assert torch.allclose(test.target_features[0].float(), embed(first["window_end_us"]), atol=1e-4)
+
+    # rgb_reference: the START frame as the query, recomputed here from the PNG
+    from modeling_evalign.pipeline.features import rgb_start_features
+
+    cfg_rows = rgb_start_features(cfg, tmp_path / "demo" / "dsec", test, tower)
+    assert torch.allclose(cfg_rows[0], embed(first["window_start_us"]), atol=1e-4)
+    got_ref = next(r for r in rows if r.strategy == "rgb_reference").metrics
+    assert got_ref == pytest.approx(evaluate_features(cfg_rows, test.target_features.float(),
+                                                      test.metadata_column("sequence")))
+
+    # the closed-form row against an independent float64 ridge solve (numpy) on the same features
     x, y = train.event_features.double().numpy(), train.target_features.double().numpy()
     xc, yc = x - x.mean(0), y - y.mean(0)
     w = np.linalg.solve(xc.T @ xc + cfg.ridge * np.eye(x.shape[1]), xc.T @ yc)
@@ -53,6 +99,7 @@ def test_pipeline_end_to_end_and_resume(tmp_path, capsys):
     # printed table == results.md == the rows in results.json
     saved = json.loads((tmp_path / "demo" / "results.json").read_text())
     assert [r["strategy"] for r in saved["rows"]] == strategies
+    assert all(r["metrics"]["n_test"] == len(test) for r in saved["rows"])
     table = format_table(rows)
     assert (tmp_path / "demo" / "results.md").read_text().strip() == table
     assert table in capsys.readouterr().out
@@ -70,5 +117,18 @@ def test_pipeline_rejects_bad_settings(tmp_path):
         _config(tmp_path, sequences=2)
     with pytest.raises(ValueError, match="seconds"):
         _config(tmp_path, seconds=0)
-    with pytest.raises(SystemExit):
+    with pytest.raises(ValueError, match="strategies"):
+        _config(tmp_path, strategies=["closed_form", "magic"])
+    with pytest.raises(SystemExit) as err:
         main(["--sensor-size", "640by480"])
+    assert err.value.code == 2
+
+
+def test_presets_and_flags():
+    from modeling_evalign.pipeline.config import parse_args
+
+    large = parse_args(["--preset", "large"])
+    assert large.sequences * large.seconds / 0.2 >= 5_500 and large.sequences * large.seconds >= 1_100
+    assert parse_args(["--preset", "large", "--sequences", "5"]).sequences == 5
+    cfg = parse_args(["--clip", "openai/clip-vit-large-patch14-336", "--proxy-steps", "7"])
+    assert cfg.clip == "openai/clip-vit-large-patch14-336" and cfg.proxy_clip == {"steps": 7}

@@ -1,0 +1,154 @@
+"""Stage 4 of the main job: one function per strategy row, each returning what the evaluation compares.
+
+Every trained strategy runs through the Accelerate loop (``training.loop``) on the TRAIN split only (the
+validation split drives its per-epoch validation; the test split is never seen), resumes after a kill and is
+reused by a rerun (its ``final/`` directory).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from .config import PipelineConfig
+from .features import log
+
+
+def aligned(model, features: torch.Tensor) -> torch.Tensor:
+    model.eval()
+    with torch.inference_mode():
+        return model(event_features=features).aligned_features.float()
+
+
+def closed_form(cfg: PipelineConfig, train) -> torch.nn.Module:
+    """Ridge regression (float64, centred) from event to target features: the instant baseline."""
+    from ..lightweight.configuration_lightweight import LightweightAlignmentConfig
+    from ..lightweight.modeling_lightweight import LightweightAlignmentModule
+
+    model = LightweightAlignmentModule(
+        LightweightAlignmentConfig(event_dim=train.event_dim, target_dim=train.target_dim, adapter_type="linear")
+    )
+    model.fit_closed_form(train.event_features, train.target_features, ridge=cfg.ridge)
+    return model
+
+
+def _base_config(cfg: PipelineConfig, strategy: str, out: Path, n_train: int, **kw):
+    from ..training.config import TrainConfig
+
+    batch = min(kw.pop("batch_size", cfg.batch_size), n_train)
+    return TrainConfig(strategy=strategy, output_dir=str(out), num_epochs=kw.pop("num_epochs", cfg.num_epochs),
+                       batch_size=batch, learning_rate=kw.pop("learning_rate", cfg.learning_rate), seed=cfg.seed,
+                       checkpointing_steps=10_000, checkpoints_total_limit=1, resume_from_checkpoint="latest",
+                       cpu=True, **kw)
+
+
+def train_feature_strategy(cfg: PipelineConfig, strategy: str, dirs: dict[str, Path], out: Path, tower: str):
+    """lightweight (warm-started from the ridge solution), contrastive (InfoNCE head) or triple_modal
+    (event-image + event-text + image-text terms; class prompts from the tower's own text encoder)."""
+    from transformers import AutoModel
+
+    from ..data.alignment_dataset import AlignmentDataset
+    from ..training.loop import run
+
+    final = out / "final"
+    if not (final / "config.json").is_file():
+        n_train = len(AlignmentDataset.from_directory(dirs["train"]))
+        extra: dict = {}
+        if strategy == "lightweight":
+            extra = dict(closed_form_init=cfg.ridge, model_config=["adapter_type=\"linear\""])
+        elif strategy == "contrastive":
+            extra = dict(model_config=["projection_type=\"mlp\"", f"hidden_dim={4 * 128}"])
+        elif strategy == "triple_modal":
+            # prompts in the words the tower was trained on (the proxy's captions say "a photo of the ...")
+            prompts = [] if cfg.clip else ["image_prompt_template=\"a photo of the {}\""]
+            extra = dict(clip_model=tower, text_model=tower, label_key="label", model_config=prompts)
+        config = _base_config(cfg, strategy, out, n_train,
+                              train_dir=str(dirs["train"]),
+                              val_dir=str(dirs["validation"]) if "validation" in dirs else None, **extra)
+        run(config)
+    return AutoModel.from_pretrained(final)
+
+
+def zero_shot_accuracy(model, test) -> tuple[float, float]:
+    """triple_modal's zero-shot accuracy on the test windows (classes: the trained class names) and chance."""
+    names = list(model.config.class_names)
+    labels = test.metadata_column("label")
+    model.eval()
+    with torch.inference_mode():
+        predicted = model.zero_shot_classify(test.event_features.float(), names).labels.tolist()
+    known = [(p, names.index(y)) for p, y in zip(predicted, labels) if y in names]
+    acc = sum(p == y for p, y in known) / max(1, len(known))
+    return acc, 1.0 / len(names)
+
+
+def train_contrastive_image(cfg: PipelineConfig, splits: dict, out: Path, tower: str, vision, tree: Path,
+                            duration: str) -> torch.Tensor:
+    """CEIA: LoRA (q/v of every block) on a copy of the vision tower, event histograms vs the frozen tower's RGB
+    embeddings; returns the test windows' event embeddings (the same image-embedding space as the targets)."""
+    from ..training.data import ImagePairDataset, TrainData
+    from ..training.loop import train
+
+    size = vision.config.image_size
+    pairs = {s: ImagePairDataset(splits[s], "event_histogram", "rgb", size) for s in splits}
+    final = out / "final"
+    model = None
+    if not (final / "config.json").is_file():
+        # the data is given directly (the job's own splits); dsec_data_dir only records where it came from
+        config = _base_config(cfg, "contrastive_image", out, len(pairs["train"]), clip_model=tower,
+                              dsec_data_dir=str(tree), durations=[duration],
+                              num_epochs=cfg.image_epochs, batch_size=cfg.image_batch_size,
+                              learning_rate=cfg.image_learning_rate)
+        data = TrainData(pairs["train"], pairs.get("validation"), {"type": "pipeline", "duration": duration})
+        train(config, None, data=data, clip_model=_copy(vision))
+    from ..contrastive.modeling_contrastive_image import ContrastiveImageAlignmentModel
+
+    model = ContrastiveImageAlignmentModel.from_pretrained(final, clip_model=_copy(vision))
+    model.eval()
+    feats = []
+    with torch.inference_mode():
+        test = pairs["test"]
+        for i in range(0, len(test), 32):
+            batch = torch.stack([test[j]["event_pixel_values"] for j in range(i, min(len(test), i + 32))])
+            feats.append(model(event_pixel_values=batch).aligned_features.float())
+    return torch.cat(feats)
+
+
+def _copy(vision):
+    import copy
+
+    return copy.deepcopy(vision)
+
+
+def reconstruction_features(cfg: PipelineConfig, tree: Path, test, tower: str, vision) -> torch.Tensor:
+    """FireNet frames of every test window (state carried along each sequence) -> the same tower and head."""
+    from ..events.dsec_reader import DsecEventReader
+    from ..reconstruction.modeling_reconstruction import ReconstructionAlignmentModule, encode_windows
+    from .features import load_vision_tower, project
+
+    model = ReconstructionAlignmentModule.from_reconstruction_checkpoint(
+        cfg.firenet, clip_model_name_or_path=cfg.clip,
+        clip_config=None if cfg.clip else json.loads(vision.config.to_json_string()),
+        feature_layer=-1, max_steps_per_window=cfg.reconstruction_max_steps,
+    )
+    model.set_clip_tower(load_vision_tower(tower, with_projection=False))  # the plain CLIPVisionModel of the same weights
+    readers: dict[str, DsecEventReader] = {}
+
+    def windows():
+        for row in test.samples_list():
+            seq = row["sequence"]
+            reader = readers.get(seq) or readers.setdefault(seq, DsecEventReader(tree / seq))
+            w = reader.read_window(row["window_start_us"], row["window_end_us"])
+            yield {"sequence": seq, "x": w.x, "y": w.y, "t": w.t, "p": w.p}
+
+    width, height = cfg.sensor_size
+    tokens = encode_windows(model, windows(), height=height, width=width, token_level=True)
+    return project(vision, tokens[:, 0])
+
+
+def have_firenet(cfg: PipelineConfig) -> bool:
+    if cfg.firenet and Path(cfg.firenet).is_file():
+        return True
+    log(f"    reconstruction skipped: no FireNet weights at {cfg.firenet} (pass --firenet PATH)")
+    return False
