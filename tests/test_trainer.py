@@ -213,3 +213,39 @@ def test_overlap_positives_use_window_metadata():
     with pytest.raises(KeyError, match="per-sample metadata"):
         plain = AlignmentDataset(pairs.event_features, pairs.target_features)
         ContrastiveAlignmentTrainer(_model("contrastive"), plain, plain, overlap_positives=True)
+
+
+def test_facade_and_train_accelerate_are_one_loop(tmp_path):
+    """The same seed and data through ContrastiveAlignmentTrainer and through train_accelerate.py give the same
+    weights, losses and metrics (dropout on, so the RNG stream matters too)."""
+    from accelerate.utils import set_seed
+    from safetensors.torch import load_file
+    from test_training import _feature_dirs
+
+    from train_accelerate import main
+
+    train_dir, val_dir = _feature_dirs(tmp_path)
+    overrides = {"adapter_type": "mlp", "hidden_dim": 16, "dropout": 0.3}
+    argv = ["--strategy", "lightweight", "--train_dir", str(train_dir), "--val_dir", str(val_dir), "--output_dir",
+            str(tmp_path / "cli"), "--num_epochs", "3", "--batch_size", "16", "--learning_rate", "0.01",
+            "--weight_decay", "0.01", "--max_grad_norm", "0", "--seed", "5", "--cpu",
+            "--model_config", *[f"{k}={json.dumps(v)}" for k, v in overrides.items()]]
+    assert main(argv) == 0
+
+    set_seed(5)  # what the loop does before building the model
+    model = LightweightAlignmentModule(LightweightAlignmentConfig(event_dim=8, target_dim=6, **overrides))
+    initial = {k: v.clone() for k, v in model.state_dict().items()}
+    train, val = AlignmentDataset.from_directory(train_dir), AlignmentDataset.from_directory(val_dir)
+    result = ContrastiveAlignmentTrainer(model, train, val, lr=0.01, batch_size=16, weight_decay=0.01, seed=5,
+                                         device="cpu", progress=False).train(num_epochs=3, save_path=tmp_path / "facade")
+    cli = load_file(str(tmp_path / "cli" / "final" / "model.safetensors"))
+    facade = load_file(str(tmp_path / "facade" / "model.safetensors"))
+    assert cli.keys() == facade.keys() and all(torch.equal(cli[k], facade[k]) for k in cli)
+    cli_info = json.loads((tmp_path / "cli" / "final" / TRAINING_INFO_NAME).read_text())
+    facade_info = json.loads((tmp_path / "facade" / TRAINING_INFO_NAME).read_text())
+    assert facade_info["losses"] == cli_info["losses"] and len(cli_info["losses"]) == 9
+    # it trained: not two copies of the initial weights
+    assert all(not torch.equal(initial[k], facade[k]) for k in facade)
+    for key in ("mse", "e2t/R@1", "t2e/R@5"):
+        assert result.final_metrics[key] == pytest.approx(cli_info["final_metrics"][key], rel=1e-6)
+    assert result.final_metrics["cosine_similarity"] == pytest.approx(cli_info["final_metrics"]["cosine"], rel=1e-6)

@@ -85,6 +85,7 @@ class RunOptions:
     extra_state: dict[str, Any] = field(default_factory=dict)
     info_extra: dict[str, Any] | None = None
     progress: bool = True
+    announce_checkpoints: bool = True  # "[evalign] checkpoint saved: ..." on stdout (the CLI's resumability marker)
 
 
 class _StopFlag:
@@ -211,6 +212,9 @@ def train(config: TrainConfig, duration: str | None = None, data: TrainData | No
     model = options.model if options.model is not None else build_model(config, data, clip_model=clip_model)
     if config.closed_form_init is not None and checkpoint is None:
         closed_form_warm_start(config, model, data)
+    # the training RNG stream (dropout) starts here whoever built the model (CLI, trainer facade), so the
+    # same seed and data give the same run on every path; a stream of its own, not the init's draws again
+    set_seed(config.seed + 1)
     n_train = len(data.train)
     steps_per_epoch = len(ShardedBatchSampler(n_train, config.batch_size, rank, world, config.seed, 0))
     total_steps = steps_per_epoch * config.num_epochs
@@ -291,7 +295,7 @@ def train(config: TrainConfig, duration: str | None = None, data: TrainData | No
                 if state.global_step % config.checkpointing_steps == 0 or stop_requested or at_limit:
                     last_checkpoint = save_checkpoint(accelerator, unwrapped, optimizer, scheduler, state, output_dir,
                                                       config.checkpoints_total_limit)
-                    if accelerator.is_main_process:
+                    if accelerator.is_main_process and options.announce_checkpoints:
                         print(f"[evalign] checkpoint saved: {last_checkpoint}", flush=True)
                 if stop_requested or at_limit:
                     interrupted = True

@@ -273,7 +273,7 @@ class ContrastiveAlignmentTrainer:
             model=self.model, evaluate=(lambda _model: self.evaluate()) if self.val_dataset is not None else None,
             final_dir=save_dir, save_final=save_dir is not None, model_card=False, progress=self.progress,
             extra_state={"fingerprint": self._fingerprint(num_epochs), "initial_metrics": initial},
-            info_extra=info_extra,
+            info_extra=info_extra, announce_checkpoints=False,
         )
         data = TrainData(ds, self.val_dataset, {"type": "in_memory"}, getattr(ds, "event_dim", None),
                          getattr(ds, "target_dim", None))
