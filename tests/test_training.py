@@ -416,3 +416,31 @@ def test_triple_modal_trains_through_the_loop(tmp_path):
         AlignmentDataset(torch.randn(8, 12), torch.randn(8, 16), [{"scene": "car"}] * 8).save_to_directory(one / "train")
         train(_config(tmp_path, "o2", strategy="triple_modal", text_model=str(tower), train_dir=str(one / "train"),
                       batch_size=4))
+
+
+def test_launcher_env_decides_the_device(tmp_path, monkeypatch):
+    """A launcher's processes form one group whatever the device: without a GPU they go to CPU/gloo even when
+    neither --cpu nor ACCELERATE_USE_CPU is given (issue 13: each process trained alone); with GPUs, unchanged."""
+    from modeling_evalign.training import loop
+
+    cfg = _config(tmp_path)
+    cfg_gpu = dataclasses.replace(cfg, cpu=False)
+    for name in ("ACCELERATE_USE_CPU", "LOCAL_RANK", "WORLD_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(loop, "_has_accelerator_device", lambda: False)
+    assert loop.use_cpu(cfg) and not loop.use_cpu(cfg_gpu)  # one plain process: accelerate's own default
+    monkeypatch.setenv("ACCELERATE_USE_CPU", "1")
+    assert loop.use_cpu(cfg_gpu)  # the README's env flag (PartialState alone ignores it)
+    monkeypatch.delenv("ACCELERATE_USE_CPU")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert loop.use_cpu(cfg_gpu)
+    monkeypatch.setattr(loop, "_has_accelerator_device", lambda: True)
+    assert not loop.use_cpu(cfg_gpu)  # N GPUs: NCCL as before
+    # a single-process state of the other device kind is rebuilt, not reused (no "already initialized" error)
+    for name in ("LOCAL_RANK", "WORLD_SIZE"):
+        monkeypatch.delenv(name)
+    from accelerate import Accelerator
+
+    Accelerator(cpu=False)
+    assert train(cfg).global_step == 9
