@@ -8,6 +8,12 @@ spin against each other, which made the 1-process numbers meaningless. The ratio
 one to two processes of one thread each (ideal: 2.0 on two free cores).
 
     python benchmarks/bench_training.py [--steps 10]
+    python benchmarks/bench_training.py --launch_check   # README commands, 1 vs 2 processes, every strategy
+
+``--launch_check`` runs ``train_accelerate.py`` itself: the README's 2-process command (``ACCELERATE_USE_CPU=1
+accelerate launch --multi_gpu --num_processes 2 ...``) for lightweight and contrastive (generated features)
+and contrastive_image (tiny synthetic DSEC tree, tiny CLIP), each against one process with the same global
+batch, and the 2-machine loopback shape; it prints steps per epoch and the largest weight difference.
 """
 
 from __future__ import annotations
@@ -91,15 +97,106 @@ def _run(kind: str, processes: int, steps: int, clip_dir: str) -> dict:
     return json.loads(lines[-1][len("RESULT "):])
 
 
+LAUNCH = ["--multi_gpu", "--mixed_precision", "no", "--dynamo_backend", "no"]
+
+
+def _train_accelerate(flags: list[str], out: Path, launch: list[str] | None, env: dict) -> float:
+    script = str(REPO / "train_accelerate.py")
+    accelerate = [str(Path(sys.executable).parent / "accelerate"), "launch"]
+    cmd = [sys.executable, script] if launch is None else [*accelerate, *launch, script]
+    start = time.perf_counter()
+    proc = subprocess.run([*cmd, *flags, "--output_dir", str(out)], env=env, capture_output=True, text=True,
+                          timeout=900)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
+    return time.perf_counter() - start
+
+
+def _final(out: Path) -> tuple[dict, dict]:
+    from safetensors.torch import load_file
+
+    final = next(out.rglob("final"))
+    return json.loads((final / "training_info.json").read_text()), load_file(str(final / "model.safetensors"))
+
+
+def launch_check(tmp: Path) -> None:
+    """The README's launch shapes through train_accelerate.py, each against one process (same global batch)."""
+    import socket
+
+    import torch
+    from transformers import CLIPModel
+
+    from modeling_evalign.data.alignment_dataset import AlignmentDataset
+    from modeling_evalign.events.synthetic_dsec import write_synthetic_dsec
+    from modeling_evalign.features.tiny_models import tiny_clip_config
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), "ACCELERATE_USE_CPU": "1",
+           "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_HOME": str(tmp / "hf")}
+    g = torch.Generator().manual_seed(0)
+    e = torch.randn(160, 32, generator=g)
+    t = e @ torch.randn(32, 16, generator=g) + 0.1 * torch.randn(160, 16, generator=g)
+    AlignmentDataset(e[:128], t[:128]).save_to_directory(tmp / "f" / "train")
+    AlignmentDataset(e[128:], t[128:]).save_to_directory(tmp / "f" / "validation")
+    write_synthetic_dsec(tmp / "dsec", sequences=2, seconds=3.0, seed=3, image_size=(96, 72), sensor_size=(64, 48),
+                         progress=False)
+    CLIPModel(tiny_clip_config()).save_pretrained(tmp / "clip")
+    features = ["--train_dir", str(tmp / "f" / "train"), "--val_dir", str(tmp / "f" / "validation"), "--num_epochs", "2"]
+    image = ["--dsec_data_dir", str(tmp / "dsec"), "--durations", "500ms", "--dsec_cache_dir", str(tmp / "cache"),
+             "--clip_model", str(tmp / "clip"), "--lora_r", "2", "--num_epochs", "2", "--batch_size", "4"]
+    runs = [("lightweight", ["--strategy", "lightweight", *features]),
+            ("contrastive", ["--strategy", "contrastive", *features]),
+            ("contrastive_image", ["--strategy", "contrastive_image", *image])]
+    two_procs = [*LAUNCH, "--num_processes", "2", "--num_machines", "1", "--main_process_port", "0"]
+    print("| strategy | launch | processes | steps/epoch | per-process batch | max abs weight diff vs 1 process | "
+          "wall s | wall s 1 process |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, flags in runs:
+        wall_one = _train_accelerate(flags, tmp / name / "one", None, env)
+        info_one, w_one = _final(tmp / name / "one")
+        shapes = [("2 processes", [two_procs])]
+        if name == "lightweight":
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port = str(s.getsockname()[1])
+            nodes = [[*LAUNCH, "--num_machines", "2", "--num_processes", "2", "--machine_rank", str(r),
+                      "--main_process_ip", "127.0.0.1", "--main_process_port", port] for r in (0, 1)]
+            shapes.append(("2 machines (loopback)", nodes))
+        for label, launches in shapes:
+            out = tmp / name / label.split()[1]
+            start = time.perf_counter()
+            if len(launches) == 1:
+                _train_accelerate(flags, out, launches[0], env)
+            else:  # one launcher per machine, started together
+                script = str(REPO / "train_accelerate.py")
+                accelerate = [str(Path(sys.executable).parent / "accelerate"), "launch"]
+                procs = [subprocess.Popen([*accelerate, *lc, script, *flags, "--output_dir", str(out)], env=env,
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                         for lc in launches]
+                errors = [p.communicate(timeout=900)[1] for p in procs]
+                if any(p.returncode for p in procs):
+                    raise RuntimeError(f"{label} failed:\n{errors[0][-2000:]}\n{errors[1][-2000:]}")
+            wall = time.perf_counter() - start
+            info, w = _final(out)
+            diff = max(float((w[k] - w_one[k]).abs().max()) for k in w_one)
+            print(f"| {name} | {label} | {info['num_processes']} | {info['steps_per_epoch']} "
+                  f"(1 process: {info_one['steps_per_epoch']}) | {info['per_process_batch_size']} | {diff:.1e} | "
+                  f"{wall:.1f} | {wall_one:.1f} |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--worker", choices=["feature", "lora"])
     parser.add_argument("--clip_dir", default="")
+    parser.add_argument("--launch_check", action="store_true")
     args = parser.parse_args()
     if args.worker:
         worker(args.worker, args.steps, args.warmup, args.clip_dir)
+        return
+    if args.launch_check:
+        with tempfile.TemporaryDirectory() as tmp:
+            launch_check(Path(tmp))
         return
 
     from transformers import CLIPModel
