@@ -105,6 +105,7 @@ def numpy_path(fn):
 _FIRST_CALL = """
 import sys, time, numpy as np
 from modeling_evalign.events.representations import count_frames, eventgpt_frames, voxel_grid
+t0 = time.perf_counter(); import numba; print("import_numba", time.perf_counter() - t0)
 x = np.arange(1000, dtype=np.uint16) % 640; t = np.arange(1000, dtype={t}); p = (x % 2).astype(np.uint8)
 for name, fn in (("voxel_grid", lambda: voxel_grid(x, x % 480, t, p, 5, 480, 640)),
                  ("count_frames", lambda: count_frames(x, x % 480, t, p, 480, 640, 5, "count")),
@@ -183,8 +184,8 @@ def bench_representations(n, repeats, threads):
         for name, sec in med.items():
             print(f"| {name} | {sec:.4f} ({min(times[name]):.4f}) | {base / sec:.1f} | {addat / sec:.1f} |")
     costs = first_call_costs()
-    print("\nFirst call on 1000 events in a fresh interpreter (s): empty numba cache (compile, includes")
-    print("importing numba) / cached\n| kernel | compile | cached |\n|---|---|---|")
+    print("\nFirst call on 1000 events in a fresh interpreter (s): empty numba cache (compile) / cached")
+    print("| kernel | compile | cached |\n|---|---|---|")
     for name, (cold, cached) in costs.items():
         print(f"| {name} | {cold:.2f} | {cached:.2f} |")
 

@@ -43,7 +43,7 @@ except ImportError:  # pragma: no cover - only where numba is missing
         return fn
 
 
-__all__ = ["AVAILABLE", "count_frames", "eventgpt_frames", "voxel_grid"]
+__all__ = ["AVAILABLE", "count_frames", "eventgpt_frames", "normalize_nonzero", "voxel_grid"]
 
 # Below this many events per thread, starting a thread costs more than it saves.
 MIN_EVENTS_PER_THREAD = 250_000
@@ -110,28 +110,32 @@ def _voxel_range(x, y, t, p, lo, hi, edges, t0, scale, width, height, pairs, scr
 
 
 @_njit
-def _voxel_range_int(x, y, t, p, lo, hi, edges, t0, span, width, height, numer, scratch, shared):
+def _voxel_range_int(x, y, t, p, lo, hi, edges, t0, span, width, height, out, slots, scratch, spill):
     """Integer timestamps, exact: with ``d = t - t[0]`` an event of bin ``k`` has ``tn = k + r / span``,
-    ``r = d * (bins - 1) - k * span`` in ``[0, span]``, so ``span * voxel`` is a sum of integers. Per bin,
-    the polarity counts per pixel (uint8) and ``sum(pol * r)`` (int32) stay in cache; a counter about to
-    overflow is moved to the output at once, the rest at the end of the bin. Output: ``numer`` (int64
-    ``[bins, H*W, 2]`` flat: ``span *`` the weights of bin k's events that go to bins k and k + 1, so a
-    bin's events write only their own row); bin ``shared`` goes to ``scratch`` (``[H*W, 2]``)."""
+    ``r = d * (bins - 1) - k * span`` in ``[0, span]``, so ``span *`` a voxel is a sum of integers: bin k
+    gets ``L_k = span * C_k - R_k`` from its own events (C: net polarity count, R: ``sum(pol * r)``) and
+    ``R_{k-1}`` from the bin before. Per bin, C (uint8 per polarity) and R (int32) stay in cache; a
+    counter about to overflow moves to ``spill`` (int64 ``[2, H*W]``, zeros). At the end of bin k,
+    ``L_k + R_{k-1}`` (``R_{k-1}`` carried from the previous bin of this range) is divided once into
+    ``out[k]`` (float32) when only this range touches bin k, else stored in ``scratch[slots[k]]``
+    (int64 rows, added up by the caller)."""
     hw = width * height
-    bm1 = edges.shape[0] - 2
+    nbins = edges.shape[0] - 1
     counts = np.zeros(2 * hw, dtype=np.uint8)
     rsum = np.zeros(hw, dtype=np.int32)
+    carry = np.zeros(hw, dtype=np.int64)
     lim = np.int64(2**31 - 1)
     prev = t[lo - 1] if lo > 0 else t[lo]
-    for k in range(edges.shape[0] - 1):
-        a = max(lo, edges[k])
-        b = min(hi, edges[k + 1])
-        if a >= b:
-            continue
-        dst = scratch if k == shared else numer
-        base = 0 if k == shared else k * hw * 2
+    k_first = 0
+    while edges[k_first + 1] <= lo:
+        k_first += 1
+    k_last = k_first
+    while edges[k_last + 1] < hi:
+        k_last += 1
+    for k in range(k_first, k_last + 1):
+        spilled = False
         kspan = np.int64(k) * span
-        for i in range(a, b):
+        for i in range(max(lo, edges[k]), min(hi, edges[k + 1])):
             xi = np.int64(x[i])
             yi = np.int64(y[i])
             pi = np.int64(p[i])
@@ -141,26 +145,122 @@ def _voxel_range_int(x, y, t, p, lo, hi, edges, t0, span, width, height, numer, 
             prev = ti
             j = yi * width + xi
             pol = 2 * pi - 1
-            v = np.int64(rsum[j]) + pol * ((np.int64(ti) - t0) * bm1 - kspan)
+            v = np.int64(rsum[j]) + pol * ((np.int64(ti) - t0) * (nbins - 1) - kspan)
             if v > lim or v < -lim:
-                dst[base + 2 * j] -= v
-                dst[base + 2 * j + 1] += v
+                spill[hw + j] += v
                 v = 0
+                spilled = True
             rsum[j] = v
             c = counts[2 * j + pi]
             if c == 255:
-                dst[base + 2 * j] += pol * 256 * span
+                spill[j] += pol * 256
                 c = -1
+                spilled = True
             counts[2 * j + pi] = c + 1
+        slot = slots[k]
         for j in range(hw):
             c = np.int64(counts[2 * j + 1]) - np.int64(counts[2 * j])
             rr = np.int64(rsum[j])
-            dst[base + 2 * j] += c * span - rr
-            dst[base + 2 * j + 1] += rr
+            if spilled:
+                c += spill[j]
+                rr += spill[hw + j]
+                spill[j] = 0
+                spill[hw + j] = 0
+            num = c * span - rr + carry[j]
+            carry[j] = rr
             counts[2 * j] = 0
             counts[2 * j + 1] = 0
             rsum[j] = 0
+            if slot < 0:
+                out[k * hw + j] = np.float32(np.float64(num) / span)
+            else:
+                scratch[slot * hw + j] = num
+    k = k_last + 1
+    if k < nbins:  # the carry of the last bin (bin nbins itself is dropped)
+        slot = slots[k]
+        for j in range(hw):
+            if slot < 0:
+                out[k * hw + j] = np.float32(np.float64(carry[j]) / span)
+            else:
+                scratch[slot * hw + j] = carry[j]
     return -1
+
+
+@_njit
+def normalize_nonzero(grid, std_floor):
+    """In place: non-zero entries to mean 0 / population std 1 (std floored), zeros stay 0 -- the numpy
+    path's formula, with sequential float64 sums (numpy sums pairwise: results agree within 1 ulp)."""
+    n = 0
+    total = 0.0
+    for v in grid:
+        if v != 0:
+            n += 1
+            total += v
+    if n == 0:
+        return
+    mean = total / n
+    sq = 0.0
+    for v in grid:
+        if v != 0:
+            d = np.float64(v) - mean
+            sq += d * d
+    std = max(np.sqrt(sq / n), std_floor)
+    for j in range(grid.shape[0]):
+        if grid[j] != 0:
+            grid[j] = np.float32((np.float64(grid[j]) - mean) / std)
+
+
+def _in_threads(work, threads: int) -> None:
+    """``work(j)`` for j < threads, j = 0 in this thread (plain threads started per call: fork-safe)."""
+    pool = [threading.Thread(target=work, args=(j,)) for j in range(1, threads)]
+    for th in pool:
+        th.start()
+    work(0)
+    for th in pool:
+        th.join()
+
+
+def _voxel_int(x, y, t, p, height, width, edges, span):
+    """Drive :func:`_voxel_range_int`: bin b is touched by range j when its blocks ``k_first..k_last``
+    (plus the carry into ``k_last + 1``) include b; a bin touched by one range is written by it
+    directly, the others are summed here from the ranges' int64 rows."""
+    n, hw, nbins = x.shape[0], height * width, edges.shape[0] - 1
+    threads = max(1, min(num_threads(n), n))
+    bounds = [n * j // threads for j in range(threads + 1)]
+    block = lambda i: int(np.searchsorted(edges, i, side="right")) - 1  # noqa: E731
+    spans = [(block(bounds[j]), min(block(bounds[j + 1] - 1) + 1, nbins - 1)) for j in range(threads)]
+    touched = np.zeros(nbins, dtype=np.int64)
+    for a, b in spans:
+        touched[a : b + 1] += 1
+    slots, rows = [], []
+    for a, b in spans:
+        sl = np.full(nbins, -1, dtype=np.int64)
+        shared = [k for k in range(a, b + 1) if touched[k] > 1]
+        sl[shared] = np.arange(len(shared))
+        slots.append(sl)
+        rows.append(shared)
+    scratch = [np.empty(max(len(r), 1) * hw, dtype=np.int64) for r in rows]
+    out = np.zeros(nbins * hw, dtype=np.float32)
+    results = [-1] * threads
+
+    def work(j):
+        spill = np.zeros(2 * hw, dtype=np.int64)
+        results[j] = _voxel_range_int(
+            x, y, t, p, bounds[j], bounds[j + 1], edges, int(t[0]), span, width, height, out, slots[j],
+            scratch[j], spill,
+        )
+
+    _in_threads(work, threads)
+    if any(r >= 0 for r in results):
+        return None
+    sums = {}
+    for shared, rows_j in zip(rows, scratch):
+        for i, k in enumerate(shared):
+            part = rows_j[i * hw : (i + 1) * hw]
+            sums[k] = sums[k] + part if k in sums else part.copy()
+    for k, num in sums.items():
+        out[k * hw : (k + 1) * hw] = (num / span).astype(np.float32)
+    return out.reshape(nbins, height, width)
 
 
 @_njit
@@ -256,12 +356,7 @@ def _run(kernel, n: int, edges: np.ndarray, out: np.ndarray, scratch_size: int, 
     def work(j):
         results[j] = kernel(*args[:4], bounds[j], bounds[j + 1], edges, *args[4:], out, scratch[j], shared[j])
 
-    pool = [threading.Thread(target=work, args=(j,)) for j in range(1, threads)]
-    for th in pool:
-        th.start()
-    work(0)
-    for th in pool:
-        th.join()
+    _in_threads(work, threads)
     if any(r >= 0 for r in results):
         return None
     return list(zip(shared[1:], scratch[1:]))
@@ -301,19 +396,15 @@ def voxel_grid(x, y, t, p, height: int, width: int, num_bins: int):
     edges = _time_edges(t, t0, scale, num_bins)
     span = int(t[-1]) - int(t[0]) if t.dtype.kind in "ui" else 0
     if t.dtype.kind in "ui" and span < 2**31 and abs(int(t[0])) < 2**62:  # exact integer path
-        span = span or 1
-        pairs = np.zeros(num_bins * hw * 2, dtype=np.int64)
-        parts = _run(_voxel_range_int, n, edges, pairs, hw * 2, x, y, t, p, int(t[0]), span, width, height)
-    else:
-        span = 1
-        pairs = np.zeros(num_bins * hw * 2, dtype=np.float64)
-        parts = _run(_voxel_range, n, edges, pairs, hw * 2, x, y, t, p, t0, scale, width, height)
+        return _voxel_int(x, y, t, p, height, width, edges, span or 1)
+    pairs = np.zeros(num_bins * hw * 2, dtype=np.float64)
+    parts = _run(_voxel_range, n, edges, pairs, hw * 2, x, y, t, p, t0, scale, width, height)
     if parts is None:
         return None
     for k, part in parts:
         pairs[k * hw * 2 : (k + 1) * hw * 2] += part
     grid = np.empty(num_bins * hw, dtype=np.float32)
-    _pairs_to_grid(pairs, hw, float(span), grid)
+    _pairs_to_grid(pairs, hw, 1.0, grid)
     return grid.reshape(num_bins, height, width)
 
 

@@ -38,11 +38,12 @@ def _fused(name: str):
     """The fused kernel ``name`` of :mod:`.kernels`, or None (switched off, or numba not installed)."""
     if not USE_NUMBA_KERNELS:
         return None
-    from .kernels import AVAILABLE, count_frames, eventgpt_frames, voxel_grid
+    from .kernels import AVAILABLE, count_frames, eventgpt_frames, normalize_nonzero, voxel_grid
 
     if not AVAILABLE:
         return None
-    return {"voxel_grid": voxel_grid, "count_frames": count_frames, "eventgpt_frames": eventgpt_frames}[name]
+    kernels = {"voxel_grid": voxel_grid, "count_frames": count_frames, "eventgpt_frames": eventgpt_frames}
+    return kernels.get(name, normalize_nonzero)
 
 
 def _via_numpy(fn, x, y, t, p, *args, **kwargs):
@@ -93,7 +94,9 @@ def voxel_grid(x, y, t, p, num_bins: int, height: int, width: int, normalize: bo
         return _via_numpy(voxel_grid, x, y, t, p, num_bins, height, width, normalize)
     grid = _try_fused("voxel_grid", use_torch, x, y, t, p, height, width, num_bins)
     if grid is not None:
-        return _normalize_numpy(grid) if normalize else grid
+        if normalize:
+            _fused("normalize_nonzero")(grid.reshape(-1), _STD_FLOOR)
+        return grid
     hw = height * width
     size = num_bins * hw
     n = int(x.shape[0])
