@@ -101,7 +101,14 @@ def _text_tower(args, data, cache_dir: Path):
 
     target_dim = next(iter(data.values())).splits["train"].target_dim
     if args.text_model:
-        model = CLIPTextModelWithProjection.from_pretrained(args.text_model)
+        from transformers.utils import logging as hf_logging
+
+        level = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()  # a full CLIPModel directory: its vision weights are unused here
+        try:
+            model = CLIPTextModelWithProjection.from_pretrained(args.text_model)
+        finally:
+            hf_logging.set_verbosity(level)
         if model.config.projection_dim == target_dim:
             tok = AutoTokenizer.from_pretrained(args.text_model)
             return TextTower(model, tok, str(args.text_model)), f"triple_modal text tower: {args.text_model}"
@@ -171,6 +178,9 @@ def build_parser() -> ArgumentParser:
     ap.add_argument("--project", default=None, metavar="CLIP",
                     help="map raw last-layer features into CLIP's image-embedding space with this tower's "
                          "post-layernorm + visual projection (the main job's feature space)")
+    ap.add_argument("--positive-pad-us", type=float, default=0.0,
+                    help="widen every window by this many µs on each side before the overlap test of retrieval "
+                         "positives (0: overlapping windows only; DSEC windows of one duration do not overlap)")
     ap.add_argument("--label-key", default="scene", help="per-sample metadata key with class labels (triple_modal)")
     ap.add_argument("--text-model", default=None, help="CLIP model (directory or repo id) for triple_modal's text tower")
     ap.add_argument("--tiny-text-tower", action="store_true",
@@ -219,18 +229,21 @@ def main(argv: list[str] | None = None) -> int:
     if "triple_modal" in args.strategies:
         tower, note = _text_tower(args, data, cache)
         notes.append(note)
-    runs = sm.plan_runs(data, sizes, args.strategies, grids, settings, tower.source if tower else None)
+    if args.positive_pad_us < 0:
+        raise CLIError(f"--positive-pad-us must be >= 0, got {args.positive_pad_us}")
+    pad = args.positive_pad_us
+    runs = sm.plan_runs(data, sizes, args.strategies, grids, settings, tower.source if tower else None, pad)
     print(f"{PROG}: {len(runs)} runs over {durations} (sizes {sizes})", file=sys.stderr, flush=True)
     torch.set_num_threads(args.threads)
     stats = sm.run_sweep(data, runs, cache, settings=settings, text_tower=tower, label_key=args.label_key,
-                         log_file=out / "runs.jsonl", progress=not args.no_progress)
+                         log_file=out / "runs.jsonl", progress=not args.no_progress, pad_us=pad)
     elapsed = time.perf_counter() - started
 
     best = sm.select_best(stats.records)
     curves = rep.learning_curves(best, durations, args.strategies)
-    crossover = rep.crossover_rows(curves)
-    references = {d: sm.reference_rows(x) for d, x in data.items()}
-    chance = {d: 1 / len(x.splits["test"]) for d, x in data.items()}
+    crossover = rep.crossover_rows(curves, n_test={d: len(x.splits["test"]) for d, x in data.items()})
+    references = {d: sm.reference_rows(x, pad) for d, x in data.items()}
+    chance = {d: sm.chance_r1(x.splits["test"], pad) for d, x in data.items()}
     plot = rep.plot_learning_curves(curves, references, chance, out / "learning_curves.png")
     run_seconds = sum(r["seconds"] for r in stats.records)
     notes.append(f"this invocation: {stats.computed} runs trained, {stats.cached} reloaded from {cache}; "
@@ -239,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     markdown = rep.render_markdown(
         best=best, records=stats.records, curves=curves, crossover=crossover, references=references, chance=chance,
         sizes=sizes, durations=durations, strategies=args.strategies, grids=grids, settings=settings,
-        plot_name=plot.name, command=command, elapsed_s=elapsed if stats.cached == 0 else None, notes=notes)
+        plot_name=plot.name, command=command, pad_us=pad, elapsed_s=elapsed if stats.cached == 0 else None, notes=notes)
     atomic_write_text(out / "README.md", markdown)
     atomic_write_text(out / "runs.jsonl", "".join(
         json.dumps(r, sort_keys=True) + "\n" for r in stats.records))

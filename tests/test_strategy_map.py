@@ -237,3 +237,21 @@ def test_projection_maps_raw_features_into_image_embeds(tmp_path):
     torch.testing.assert_close(data.splits["train"].event_features, want)
     assert data.splits["test"].target_dim == 8 and "validation" not in data.splits
     assert data.fingerprint != load_duration("1s", tmp_path / "f").fingerprint
+
+
+def test_widened_window_positives_and_chance_by_hand():
+    """Windows [0,1) [1,2) [2,3) of one sequence + one window of another, widened by 0.5 on each side."""
+    from modeling_evalign.evaluation.strategy_map import chance_r1, evaluate_split
+
+    samples = [{"sequence": "a", "window_start_us": s, "window_end_us": s + 1} for s in (0, 1, 2)]
+    samples.append({"sequence": "b", "window_start_us": 0, "window_end_us": 1})
+    target = torch.eye(4)
+    ds = AlignmentDataset(torch.zeros(4, 4), target, {"samples": samples})
+    # positives per query: a0 {a0, a1}, a1 {a0, a1, a2}, a2 {a1, a2}, b0 {b0}
+    assert chance_r1(ds, 0.5) == pytest.approx((2 + 3 + 2 + 1) / 4 / 4)
+    assert chance_r1(ds, 0.0) == pytest.approx(1 / 4)
+    # aligned a0 -> a1's target: a hit once neighbours are positives, a miss for the strict rule
+    aligned = target[[1, 1, 2, 3]]
+    m = evaluate_split(aligned, ds, pad_us=0.5)
+    assert m["e2t/R@1"] == 1.0 and m["strict/e2t/R@1"] == pytest.approx(0.75)
+    assert m["chance/R@1"] == pytest.approx(0.5)

@@ -249,19 +249,45 @@ def fit_run(strategy: str, train, params: Mapping[str, float], settings: TrainSe
 
 # -- evaluation ------------------------------------------------------------------------------------
 
-def evaluate_split(aligned: torch.Tensor, ds) -> dict[str, float]:
-    """``e2t``/``t2e``/``mean`` R@1/5/10 with overlapping-window positives, ``seq/R@1``, cosine, MSE."""
-    from .metrics import TimeWindows, bidirectional_recall, cosine_similarity, mse
+def time_windows(ds, pad_us: float = 0.0):
+    """The split's :class:`TimeWindows`, each window widened by ``pad_us`` on both sides (None without the
+    ``sequence``/``window_start_us``/``window_end_us`` metadata)."""
+    from .metrics import TimeWindows
+
+    samples = ds.samples_list()
+    if not samples or not all(k in samples[0] for k in ("sequence", "window_start_us", "window_end_us")):
+        return None
+    w = TimeWindows.from_samples(samples)
+    return TimeWindows(w.sequence, np.asarray(w.start, dtype=np.float64) - pad_us,
+                       np.asarray(w.end, dtype=np.float64) + pad_us)
+
+
+def chance_r1(ds, pad_us: float = 0.0) -> float:
+    """Expected R@1 of a random ranking: mean over queries of (number of positives) / N."""
+    n = len(ds)
+    windows = time_windows(ds, pad_us)
+    if windows is None:
+        return 1 / n
+    seq, t0, t1 = windows.tensors(n)
+    same = (seq[:, None] == seq[None, :]) & (t0[None, :] < t1[:, None]) & (t0[:, None] < t1[None, :])
+    return float(same.sum(dim=1).double().mean() / n)
+
+
+def evaluate_split(aligned: torch.Tensor, ds, pad_us: float = 0.0) -> dict[str, float]:
+    """``e2t``/``t2e``/``mean`` R@1/5/10 with positives = same-sequence windows overlapping once widened by
+    ``pad_us`` on each side; ``strict/*/R@1`` with the unwidened windows (for DSEC's non-overlapping windows,
+    the pair itself), ``seq/R@1`` (any window of the same sequence), ``chance/R@1``, cosine, MSE."""
+    from .metrics import bidirectional_recall, cosine_similarity, mse
 
     target = ds.target_features.float()
-    samples = ds.samples_list()
-    windows = None
-    if samples and all(k in samples[0] for k in ("sequence", "window_start_us", "window_end_us")):
-        windows = TimeWindows.from_samples(samples)
     ks = tuple(k for k in (1, 5, 10) if k <= len(ds)) or (1,)
-    out = bidirectional_recall(aligned, target, ks=ks, positive_windows=windows)
+    out = bidirectional_recall(aligned, target, ks=ks, positive_windows=time_windows(ds, pad_us))
+    strict = bidirectional_recall(aligned, target, ks=(1,), positive_windows=time_windows(ds, 0.0))
+    out.update({f"strict/{k}": v for k, v in strict.items()})
+    samples = ds.samples_list()
     if samples and "sequence" in samples[0]:
         out["seq/R@1"] = bidirectional_recall(aligned, target, ks=(1,), positive_groups=ds.metadata_column("sequence"))["mean/R@1"]
+    out["chance/R@1"] = chance_r1(ds, pad_us)
     out["cosine"] = cosine_similarity(aligned, target)
     out["mse"] = mse(aligned, target)
     return out
@@ -272,11 +298,12 @@ def _align(model, ds) -> torch.Tensor:
     return model(ds.event_features.float()).aligned_features.float()
 
 
-def evaluate_run(model, data: DurationData, info: Mapping[str, Any], label_key: str = "scene") -> dict[str, Any]:
+def evaluate_run(model, data: DurationData, info: Mapping[str, Any], label_key: str = "scene",
+                 pad_us: float = 0.0) -> dict[str, Any]:
     metrics = {}
     for split in ("validation", "test"):
         if split in data.splits:
-            metrics[split] = evaluate_split(_align(model, data.splits[split]), data.splits[split])
+            metrics[split] = evaluate_split(_align(model, data.splits[split]), data.splits[split], pad_us)
     names = info.get("class_names")
     truth = _labels(data.splits["test"], label_key) if names else None
     if truth:
@@ -288,12 +315,12 @@ def evaluate_run(model, data: DurationData, info: Mapping[str, Any], label_key: 
     return metrics
 
 
-def reference_rows(data: DurationData) -> dict[str, dict[str, float]]:
+def reference_rows(data: DurationData, pad_us: float = 0.0) -> dict[str, dict[str, float]]:
     """Untrained references on ``test``: ``unaligned`` (event features as they are, equal widths only)."""
     test = data.splits["test"]
     if test.event_dim != test.target_dim:
         return {}
-    return {"unaligned": evaluate_split(test.event_features.float(), test)}
+    return {"unaligned": evaluate_split(test.event_features.float(), test, pad_us)}
 
 
 # -- the sweep -------------------------------------------------------------------------------------
@@ -307,7 +334,7 @@ class SweepStats:
 
 def plan_runs(data: Mapping[str, DurationData], sizes: Mapping[str, Sequence[int]], strategies: Sequence[str],
               grids: Mapping[str, Mapping[str, Sequence[float]]], settings: TrainSettings,
-              text_source: str | None = None) -> list[dict[str, Any]]:
+              text_source: str | None = None, pad_us: float = 0.0) -> list[dict[str, Any]]:
     """Every run's config (JSON-able; its hash is the cache key)."""
     runs = []
     for duration, d in data.items():
@@ -316,7 +343,7 @@ def plan_runs(data: Mapping[str, DurationData], sizes: Mapping[str, Sequence[int
                 for params in grid_points(grids[strategy]):
                     cfg = {"duration": duration, "strategy": strategy, "pairs": int(pairs), "params": params,
                            "settings": asdict(settings) if strategy != "closed_form" else {"seed": settings.seed},
-                           "data": d.fingerprint}
+                           "data": d.fingerprint, "positive_pad_us": pad_us}
                     if strategy == "triple_modal":
                         cfg["text_tower"] = text_source
                     runs.append(cfg)
@@ -325,7 +352,7 @@ def plan_runs(data: Mapping[str, DurationData], sizes: Mapping[str, Sequence[int
 
 def run_sweep(data: Mapping[str, DurationData], runs: Sequence[dict[str, Any]], cache_dir: str | Path, *,
               settings: TrainSettings, text_tower: TextTower | None = None, label_key: str = "scene",
-              log_file: str | Path | None = None, progress: bool = True,
+              log_file: str | Path | None = None, progress: bool = True, pad_us: float = 0.0,
               on_record: Callable[[dict[str, Any]], None] | None = None) -> SweepStats:
     """Run (or reload) every planned run; each finished record is written to ``<cache_dir>/<key>.json``
     atomically and appended to ``log_file`` (JSONL)."""
@@ -348,7 +375,7 @@ def run_sweep(data: Mapping[str, DurationData], runs: Sequence[dict[str, Any]], 
             record = {"key": key, **cfg, "epochs": info["epochs"], "seconds": info["seconds"],
                       "notes": info["notes"], "n_train_available": d.n_train,
                       "n": {s: len(ds) for s, ds in d.splits.items()},
-                      "metrics": evaluate_run(model, d, info, label_key)}
+                      "metrics": evaluate_run(model, d, info, label_key, pad_us)}
             atomic_write_json(path, record)
             if log_file is not None:
                 with open(log_file, "a") as f:

@@ -8,6 +8,7 @@ so a test can check the figure against the table.
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -50,8 +51,12 @@ def learning_curves(best: Mapping[tuple[str, str, int], Mapping[str, Any]], dura
 
 
 def crossover_rows(curves: Mapping[str, Mapping[str, Mapping[str, list]]],
-                   metrics: Sequence[str] = CURVE_METRICS) -> list[dict[str, Any]]:
-    """Every pair of strategies per duration and metric: the interpolated crossovers (maybe none)."""
+                   metrics: Sequence[str] = CURVE_METRICS,
+                   n_test: Mapping[str, int] | None = None) -> list[dict[str, Any]]:
+    """Every pair of strategies per duration and metric: the interpolated crossovers (maybe none), the
+    largest gap between the two curves and, with ``n_test``, two binomial standard errors of a difference
+    of two R@1 values (``2 * sqrt(2 * p(1-p) / m)``, ``p`` the curves' mean, ``m`` the queries behind one
+    value: ``n_test`` for one direction, ``2 n_test`` for the mean of both); a gap below it is noise."""
     rows = []
     for duration, per in curves.items():
         for (sa, ca), (sb, cb) in itertools.combinations(per.items(), 2):
@@ -61,7 +66,13 @@ def crossover_rows(curves: Mapping[str, Mapping[str, Mapping[str, list]]],
                 found = crossovers(ca["pairs"], ca[m], cb[m])
                 name = {"a": sa, "b": sb}
                 mean_a, mean_b = sum(ca[m]) / len(ca[m]), sum(cb[m]) / len(cb[m])
-                rows.append({
+                gap = max(abs(x - y) for x, y in zip(ca[m], cb[m]))
+                two_se = None
+                if n_test:
+                    p = (mean_a + mean_b) / 2
+                    queries = n_test[duration] * (2 if m.startswith("mean/") else 1)
+                    two_se = 2 * math.sqrt(2 * p * (1 - p) / queries)
+                rows.append({"max_gap": gap, "two_se_diff": two_se,
                     "duration": duration, "metric": m, "a": sa, "b": sb,
                     "crossovers": [{**c, "leader_before": name[c["leader_before"]],
                                     "leader_after": name[c["leader_after"]]} for c in found],
@@ -108,17 +119,18 @@ def plot_learning_curves(curves: Mapping[str, Mapping[str, Mapping[str, list]]],
 
 def _best_table(best, durations, strategies) -> list[str]:
     lines = ["| duration | strategy | pairs | best config | selected on | sel. mean R@1 | test e2t R@1 | "
-             "test t2e R@1 | test mean R@1 | test seq R@1 | epochs | fit s |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "test t2e R@1 | test mean R@1 | test strict mean R@1 | test seq R@1 | epochs | fit s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for duration in durations:
         for strategy in strategies:
             for k in sorted(k for k in best if k[0] == duration and k[1] == strategy):
                 r = best[k]
                 t = r["metrics"]["test"]
                 seq = pct(t["seq/R@1"]) if "seq/R@1" in t else "-"
+                strict = pct(t["strict/mean/R@1"]) if "strict/mean/R@1" in t else "-"
                 lines.append(f"| {duration} | {strategy} | {k[2]} | {_fmt_params(r['params'])} | {r['selected_on']} | "
                              f"{pct(r['_score'])} | {pct(t['e2t/R@1'])} | {pct(t['t2e/R@1'])} | {pct(t['mean/R@1'])} | "
-                             f"{seq} | {r['epochs']} | {r['seconds']:.1f} |")
+                             f"{strict} | {seq} | {r['epochs']} | {r['seconds']:.1f} |")
     return lines
 
 
@@ -135,16 +147,19 @@ def _winners(curves) -> list[str]:
 
 
 def _crossover_lines(rows, metric: str = "mean/R@1") -> list[str]:
-    lines = [f"| duration | strategies | crossover ({metric}, pairs) | leader before -> after |", "|---|---|---|---|"]
+    lines = [f"| duration | strategies | crossover ({metric}, pairs) | leader before -> after | largest gap | "
+             "2 SE of a difference |", "|---|---|---|---|---|---|"]
     for r in rows:
         if r["metric"] != metric:
             continue
         pair = f"{r['a']} vs {r['b']}"
+        noise = f"{pct(r['two_se_diff'])}" if r.get("two_se_diff") is not None else "-"
+        tail = f" {pct(r['max_gap'])} | {noise} |"
         if not r["crossovers"]:
-            lines.append(f"| {r['duration']} | {pair} | none in range | {r['ahead_throughout']} ahead throughout |")
+            lines.append(f"| {r['duration']} | {pair} | none in range | {r['ahead_throughout']} ahead throughout |{tail}")
         for c in r["crossovers"]:
             lines.append(f"| {r['duration']} | {pair} | {c['pairs']:.0f} (between {c['between'][0]} and "
-                         f"{c['between'][1]}) | {c['leader_before']} -> {c['leader_after']} |")
+                         f"{c['between'][1]}) | {c['leader_before']} -> {c['leader_after']} |{tail}")
     return lines
 
 
@@ -163,9 +178,19 @@ def _sweep_lines(records, durations, strategies) -> list[str]:
     return lines
 
 
+def _positive_rule(pad_us: float) -> str:
+    base = ("`strict` R@1 counts only same-sequence windows overlapping the query's (DSEC's windows of one duration "
+            "do not overlap: the pair itself); `seq R@1` any window of the same sequence.")
+    if not pad_us:
+        return "Retrieval positives (TimeWindows): same-sequence windows overlapping in time, i.e. " + base
+    return (f"Retrieval positives (TimeWindows): same-sequence windows that overlap once each is widened by "
+            f"{pad_us / 1e6:g} s on both sides (consecutive windows show nearly the same view: the camera moves "
+            "little within a second), used for the curves, the selection and the crossovers; " + base)
+
+
 def render_markdown(*, best, records, curves, crossover, references, chance, sizes, durations, strategies,
                     grids, settings, plot_name: str, command: str | None, elapsed_s: float | None,
-                    notes: Sequence[str] = ()) -> str:
+                    notes: Sequence[str] = (), pad_us: float = 0.0) -> str:
     n_test = {d: next(r["n"]["test"] for r in records if r["duration"] == d) for d in durations}
     n_val = {d: next(r["n"].get("validation", 0) for r in records if r["duration"] == d) for d in durations}
     out = ["# Strategy map: which alignment strategy at which data size", ""]
@@ -176,9 +201,7 @@ def render_markdown(*, best, records, curves, crossover, references, chance, siz
             "Protocol: training pairs are nested random subsets of the `train` split; the best hyperparameters per "
             "(duration, strategy, pairs) are chosen on `validation` mean R@1 and reported on `test`; every split holds "
             "whole sequences (the DSEC builder's split rule), so test scenes are seen from camera paths never trained "
-            "on. Retrieval positives: same-sequence windows overlapping in time (TimeWindows; windows of one duration "
-            "do not overlap, so this is the pair itself); `seq R@1` counts any window of the same sequence. "
-            "R@1 in percent.", ""]
+            "on. " + _positive_rule(pad_us) + " R@1 in percent.", ""]
     out += ["| duration | train pairs available | sizes swept | validation windows | test windows | chance R@1 |",
             "|---|---|---|---|---|---|"]
     for d in durations:
@@ -194,7 +217,10 @@ def render_markdown(*, best, records, curves, crossover, references, chance, siz
     out += ["", "## Best strategy per size", ""] + _winners(curves)
     out += ["", "## Where the curves cross", "",
             "Crossovers are interpolated linearly in log(pairs) between the two sizes where the difference of the "
-            "two curves changes sign. All metrics (e2t, t2e, mean) are in `results.json`.", ""]
+            "two curves changes sign. `largest gap`: the largest difference of the two curves over the sizes swept; "
+            "`2 SE`: two binomial standard errors of a difference of two test R@1 values at the curves' level "
+            "(a crossing whose largest gap is below it is within noise). All metrics (e2t, t2e, mean) are in "
+            "`results.json`.", ""]
     out += _crossover_lines(crossover)
     out += ["", "## Hyperparameter sweep", "", "Grid (every combination per strategy, size and duration; each run "
             "in `runs.jsonl`): " + "; ".join(f"{s}: " + ", ".join(f"{k} {list(v)}" for k, v in grids[s].items())
