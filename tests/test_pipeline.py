@@ -41,7 +41,7 @@ def test_pipeline_end_to_end_and_resume(tmp_path, capsys):
     rows = run_pipeline(cfg)
     strategies = [r.strategy for r in rows]
     expected = (["unaligned", "closed_form", "lightweight", "contrastive", "triple_modal", "contrastive_image"]
-                + (["reconstruction"] if FIRENET.is_file() else []) + ["rgb_reference"])
+                + (["reconstruction"] if FIRENET.is_file() else []) + ["rgb_reference", "rgb_reference/embed"])
     assert strategies == expected
     feats = tmp_path / "demo" / "features" / "1s"
     train, test = AlignmentDataset.from_directory(feats / "train"), AlignmentDataset.from_directory(feats / "test")
@@ -52,11 +52,13 @@ def test_pipeline_end_to_end_and_resume(tmp_path, capsys):
     triple = next(r for r in rows if r.strategy == "triple_modal").metrics
     assert triple["zero_shot/chance"] == pytest.approx(0.5) and 0.0 <= triple["zero_shot/accuracy"] <= 1.0
 
-    # every row shares the target space: the tower's image_embeds of the RGB frame nearest each window's end
+    # targets, recomputed here from the PNG nearest each window's end: the token space holds the penultimate
+    # layer's patch tokens (CLS dropped) flattened, the embedding space the tower's image_embeds
     from transformers import CLIPVisionModelWithProjection
 
     from modeling_evalign.features.clip_preprocessing import clip_preprocess
     from modeling_evalign.features.proxy_clip import ProxyClipConfig, proxy_clip_dir
+    from modeling_evalign.pipeline.features import rgb_start_features
 
     tower_dir = proxy_clip_dir(ProxyClipConfig(**TINY_PROXY), tmp_path / "towers")
     tower = CLIPVisionModelWithProjection.from_pretrained(tower_dir).eval()
@@ -64,24 +66,32 @@ def test_pipeline_end_to_end_and_resume(tmp_path, capsys):
     seq = tmp_path / "demo" / "dsec" / first["sequence"]
     ts = np.loadtxt(seq / "images" / "timestamps.txt", dtype=np.int64)
 
-    def embed(t_us):  # the tower's image_embeds of the PNG nearest t_us
+    def encode(t_us):  # (patch tokens flattened, image_embeds) of the PNG nearest t_us
         from PIL import Image
 
         k = int(np.argmin(np.abs(ts - t_us)))
         image = np.asarray(Image.open(seq / "images" / "left" / "rectified" / f"{k:06d}.png").convert("RGB"))
         with torch.no_grad():
-            return tower(pixel_values=clip_preprocess([image], tower.config.image_size)).image_embeds[0]
+            out = tower(pixel_values=clip_preprocess([image], tower.config.image_size), output_hidden_states=True)
+        return out.hidden_states[-2][0, 1:].flatten(), out.image_embeds[0]
 
-    assert torch.allclose(test.target_features[0].float(), embed(first["window_end_us"]), atol=1e-4)
+    tokens, embeds = encode(first["window_end_us"])
+    embed_test = AlignmentDataset.from_directory(feats / "embed" / "test")
+    assert torch.allclose(test.target_features[0].float(), tokens, atol=1e-4)
+    assert torch.allclose(embed_test.target_features[0].float(), embeds, atol=1e-4)
+    assert torch.equal(embed_test.event_features, test.event_features)
+    groups = test.metadata_column("sequence")
+    for name in ("triple_modal", "contrastive_image", "rgb_reference/embed"):  # against the embedding targets
+        r = next(r for r in rows if r.strategy == name)
+        assert "embedding space" in r.note
 
-    # rgb_reference: the START frame as the query, recomputed here from the PNG
-    from modeling_evalign.pipeline.features import rgb_start_features
-
-    cfg_rows = rgb_start_features(cfg, tmp_path / "demo" / "dsec", test, tower)
-    assert torch.allclose(cfg_rows[0], embed(first["window_start_us"]), atol=1e-4)
+    # rgb_reference: the START frame as the query
+    queries = rgb_start_features(cfg, tmp_path / "demo" / "dsec", test, tower)
+    assert torch.allclose(queries[0], encode(first["window_start_us"])[0], atol=1e-4)
     got_ref = next(r for r in rows if r.strategy == "rgb_reference").metrics
-    assert got_ref == pytest.approx(evaluate_features(cfg_rows, test.target_features.float(),
-                                                      test.metadata_column("sequence")))
+    assert got_ref == pytest.approx(evaluate_features(queries, test.target_features.float(), groups))
+    queries = rgb_start_features(cfg, tmp_path / "demo" / "dsec", test, tower, space="embed")
+    assert torch.allclose(queries[0], encode(first["window_start_us"])[1], atol=1e-4)
 
     # the closed-form row against an independent float64 ridge solve (numpy) on the same features
     x, y = train.event_features.double().numpy(), train.target_features.double().numpy()

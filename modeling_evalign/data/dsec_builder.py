@@ -99,7 +99,9 @@ def find_sequences(data_dir: str | Path) -> list[Path]:
     root = Path(data_dir)
     if not root.is_dir():
         raise FileNotFoundError(f"DSEC data_dir {str(root)!r} does not exist or is not a directory")
-    seqs = sorted(p for p in root.iterdir() if (p / "events" / "left" / "events.h5").is_file())
+    # hidden entries are temporary directories of an interrupted synthetic write, never sequences
+    seqs = sorted(p for p in root.iterdir()
+                  if not p.name.startswith(".") and (p / "events" / "left" / "events.h5").is_file())
     if not seqs:
         raise FileNotFoundError(f"no sequence with events/left/events.h5 found under {str(root)!r}")
     return seqs

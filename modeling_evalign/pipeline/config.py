@@ -10,7 +10,10 @@ from typing import Any
 
 from ..utils.cli import ArgumentParser
 
-DEFAULT_FIRENET = Path(__file__).resolve().parents[2] / "shared" / "weights" / "firenet" / "model.pth"
+_REPO = Path(__file__).resolve().parents[2]
+# the pretrained FireNet file: shared/ inside the checkout where it has one, else next to it (../shared)
+DEFAULT_FIRENET = next((p for p in (_REPO / "shared", _REPO.parent / "shared") if (p / "weights").is_dir()),
+                       _REPO.parent / "shared") / "weights" / "firenet" / "model.pth"
 
 STRATEGY_ROWS = ("unaligned", "closed_form", "lightweight", "contrastive", "contrastive_image", "triple_modal",
                  "reconstruction", "rgb_reference")
@@ -41,7 +44,8 @@ class PipelineConfig:
     proxy_clip: dict[str, Any] = field(default_factory=dict)
     proxy_cache_dir: str | None = None
     # feature strategies (lightweight, contrastive, triple_modal) on pre-extracted features
-    num_epochs: int = 60
+    num_epochs: int = 30
+    lightweight_epochs: int = 5
     batch_size: int = 32
     learning_rate: float = 1e-3
     # contrastive_image: LoRA (q/v) on a copy of the vision tower, CEIA histograms vs RGB frames
@@ -56,6 +60,9 @@ class PipelineConfig:
     val_fraction: float = 0.15
     test_fraction: float = 0.25
     num_proc: int = 1
+    # torch intra-op threads: the proxy tower's small matmuls run faster on one thread than on two contended
+    # ones; 0 keeps torch's default (what a real CLIP-L tower wants)
+    torch_threads: int = 1
 
     def __post_init__(self):
         for name in ("sequences", "num_epochs", "batch_size", "image_epochs", "image_batch_size", "num_proc"):
@@ -121,6 +128,7 @@ def parse_args(argv: list[str] | None = None) -> PipelineConfig:
     p.add_argument("--firenet", help="pretrained FireNet checkpoint (.pth)")
     p.add_argument("--reconstruction-max-steps", type=int, help="cap on FireNet steps per window (0 = no cap)")
     p.add_argument("--num-proc", type=int)
+    p.add_argument("--torch-threads", type=int, help="torch intra-op threads (default 1; 0 = torch's default)")
     args = {k: v for k, v in vars(p.parse_args(argv)).items() if v is not None}
     values = {**PRESETS[args.pop("preset")]}
     steps = args.pop("proxy_steps", None)

@@ -1,13 +1,17 @@
 """Stages 2-3 of the main job: the DSEC window datasets (split by sequence) and the frozen tower's features.
 
-Feature space: every row of the table lives in the tower's image-embedding space (CLIP's ``image_embeds``:
-post-layernorm + visual projection of the last layer's CLS token), the space CLIP's text prompts, the
-contrastive_image model and the rgb_reference query share. Extraction (``features.extraction``) keeps the last
-layer's tokens; the projection head is applied here:
+Two feature spaces, both from the same frozen tower:
 
-* event features: EventGPT pooling of the window's 5 event frames (the mean of its temporal and spatial rows,
-  ``event_pooling="pooled"``), then the head;
-* target features: the CLS token of the RGB frame nearest the window's END, then the head (= ``image_embeds``).
+* the token space (``features/<duration>/<split>``; closed_form, lightweight, contrastive, reconstruction,
+  rgb_reference, unaligned): EventGPT's spatial tokens of the window's 5 event frames (the per-patch mean over
+  the frames, penultimate layer, CLS dropped) against Video-LLaVA's image target (the RGB frame's patch tokens of
+  the penultimate layer, CLS dropped), both flattened to ``[patches * hidden]``. Strict window retrieval needs
+  the layout these tokens keep: a pooled embedding of one camera path barely changes from window to window;
+* the embedding space (``features/<duration>/embed/<split>``; triple_modal, contrastive_image): targets are the
+  tower's ``image_embeds`` (post-layernorm + visual projection of the last layer's CLS), the space its text
+  prompts share; event inputs are the same flattened event tokens.
+
+Targets are the RGB frame nearest the window's END.
 """
 
 from __future__ import annotations
@@ -50,6 +54,9 @@ def load_vision_tower(name_or_path: str, with_projection: bool = True):
     return model.eval().requires_grad_(False)
 
 
+TOKEN_LAYER = -2  # penultimate, as EventGPT's and Video-LLaVA's towers
+
+
 @torch.inference_mode()
 def project(tower, tokens: torch.Tensor) -> torch.Tensor:
     """Last-layer features ``[N, D]`` -> the image-embedding space ``[N, P]`` (post-layernorm + projection)."""
@@ -59,7 +66,21 @@ def project(tower, tokens: torch.Tensor) -> torch.Tensor:
 def extraction_options():
     from ..features.extraction import ExtractionOptions
 
-    return ExtractionOptions(event_pooling="pooled", event_layer=-1, target_tokens="cls", target_layer=-1)
+    return ExtractionOptions(event_pooling="tokens", event_layer=TOKEN_LAYER, target_tokens="patch",
+                             target_layer=TOKEN_LAYER)
+
+
+def event_patch_tokens(tokens: torch.Tensor, num_patches: int) -> torch.Tensor:
+    """EventGPT tokens ``[N, F+1+P, D]`` -> the spatial patch tokens flattened ``[N, P*D]`` (no CLS, no temporal)."""
+    return tokens[:, -num_patches:].flatten(1).float()
+
+
+@torch.inference_mode()
+def embed_images(tower, images) -> torch.Tensor:
+    """The tower's ``image_embeds`` of RGB images (CLIP preprocessing as extraction applies it)."""
+    from ..features.clip_preprocessing import clip_preprocess
+
+    return tower(pixel_values=clip_preprocess(images, tower.config.image_size)).image_embeds.float()
 
 
 def build_splits(cfg: PipelineConfig, tree: Path, duration: str, cache_dir: Path, representations=None) -> dict:
@@ -73,32 +94,42 @@ def build_splits(cfg: PipelineConfig, tree: Path, duration: str, cache_dir: Path
     return {split: builder.as_dataset(split=split) for split in builder.info.splits}
 
 
-def extract_splits(splits: dict, out: Path, tower) -> dict[str, Path]:
-    """Per split: raw last-layer features (resumable, ``out/raw/<split>``), then projected into
-    ``out/<split>`` (the directories the strategies train and are evaluated on)."""
+def extract_splits(splits: dict, out: Path, tower) -> tuple[dict[str, Path], dict[str, Path]]:
+    """Per split: raw tokens (resumable, ``out/raw/<split>``), then the token-space directory ``out/<split>``
+    and the embedding-space directory ``out/embed/<split>``; returns both dicts of directories."""
+    import numpy as np
+
     from ..data.alignment_dataset import AlignmentDataset
     from ..features.extraction import extract_features
 
-    dirs = {}
+    dirs, embed_dirs = {}, {}
     for split, ds in splits.items():
-        dirs[split] = out / split
-        if (dirs[split] / "metadata.json").is_file():
+        dirs[split], embed_dirs[split] = out / split, out / "embed" / split
+        if (dirs[split] / "metadata.json").is_file() and (embed_dirs[split] / "metadata.json").is_file():
             continue
         raw = out / "raw" / split
         cols = [c for c in ds.column_names if c != "event_histogram"]  # not needed here: skip decoding it
         extract_features(ds.select_columns(cols), raw, tower, options=extraction_options(), split=split,
                          batch_size=16)
         data = AlignmentDataset.from_directory(raw)
-        meta = {"samples": data.samples_list(), "extraction": data.metadata.get("extraction"),
-                "projection": "image_embeds = visual_projection(post_layernorm(last-layer feature))"}
-        AlignmentDataset(project(tower, data.event_features), project(tower, data.target_features),
-                         meta).save_to_directory(dirs[split])
-    return dirs
+        num_patches = data.target_features.shape[1]
+        events = event_patch_tokens(data.event_features, num_patches)
+        meta = {"samples": data.samples_list(), "extraction": data.metadata.get("extraction")}
+        AlignmentDataset(events, data.target_features.flatten(1).float(),
+                         {**meta, "space": "tokens: EventGPT spatial patch tokens vs RGB patch tokens, flattened"}
+                         ).save_to_directory(dirs[split])
+        rgb = ds.select_columns(["rgb"])
+        embeds = torch.cat([embed_images(tower, [np.asarray(im.convert("RGB")) for im in rgb[i : i + 64]["rgb"]])
+                            for i in range(0, len(rgb), 64)])
+        AlignmentDataset(events, embeds, {**meta, "space": "embedding: RGB image_embeds"}
+                         ).save_to_directory(embed_dirs[split])
+    return dirs, embed_dirs
 
 
-def rgb_start_features(cfg: PipelineConfig, tree: Path, test, tower) -> torch.Tensor:
-    """rgb_reference queries: the tower's embedding of the RGB frame nearest each test window's START (the
-    brief's single-RGB-image baseline, the ceiling event features chase); targets stay the END frames."""
+def rgb_start_features(cfg: PipelineConfig, tree: Path, test, tower, space: str = "tokens") -> torch.Tensor:
+    """rgb_reference queries: the tower's patch tokens (token space) of the RGB frame nearest each test window's
+    START (the brief's single-RGB-image baseline, the ceiling event features chase); targets stay the END frames.
+    ``space="embed"``: the frames' ``image_embeds`` instead (the ceiling of the embedding-space rows)."""
     import numpy as np
     from PIL import Image
 
@@ -118,5 +149,8 @@ def rgb_start_features(cfg: PipelineConfig, tree: Path, test, tower) -> torch.Te
             k = int(nearest_frame_index(stamps[seq], [row["window_start_us"]])[0])
             images.append(np.asarray(Image.open(seq / IMAGES_DIR / IMAGE_NAME.format(k)).convert("RGB")))
         with torch.inference_mode():
-            feats.append(project(tower, encode_targets(tower, images, options)))
+            if space == "embed":
+                feats.append(embed_images(tower, images))
+            else:
+                feats.append(encode_targets(tower, images, options).flatten(1).float())
     return torch.cat(feats)

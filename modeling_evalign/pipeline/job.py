@@ -48,7 +48,7 @@ def _duration_rows(cfg: PipelineConfig, duration: str, tree: Path, out: Path, to
     if "test" not in splits or "train" not in splits:
         raise ValueError(f"[{duration}] the split rule left no train or test sequence: {counts}")
     log(f"3/5 [{duration}] extracting features ({time.perf_counter() - started:.0f} s)")
-    dirs = extract_splits(splits, out / "features" / duration, vision)
+    dirs, embed_dirs = extract_splits(splits, out / "features" / duration, vision)
     train = AlignmentDataset.from_directory(dirs["train"])
     test = AlignmentDataset.from_directory(dirs["test"])
     groups = test.metadata_column("sequence")
@@ -65,26 +65,33 @@ def _duration_rows(cfg: PipelineConfig, duration: str, tree: Path, out: Path, to
     if "closed_form" in want:
         add("closed_form", st.aligned(st.closed_form(cfg, train), ev), f"ridge {cfg.ridge:g}")
     runs = out / "runs" / duration
-    for strategy in ("lightweight", "contrastive", "triple_modal"):
+    for strategy in ("lightweight", "contrastive"):
         if strategy in want:
-            model = st.train_feature_strategy(cfg, strategy, dirs, runs / strategy, tower)
-            note = ""
-            if strategy == "triple_modal":
-                acc, chance = st.zero_shot_accuracy(model, test)
-                note = f"zero-shot acc {100 * acc:.1f}% (chance {100 * chance:.1f}%)"
-            add(strategy, st.aligned(model, ev), note)
-            if strategy == "triple_modal":
-                rows[-1].metrics.update({"zero_shot/accuracy": acc, "zero_shot/chance": chance})
+            add(strategy, st.aligned(st.train_feature_strategy(cfg, strategy, dirs, runs / strategy, tower), ev))
+    # the embedding-space rows: RGB image_embeds targets (the space of the tower's text prompts)
+    embed_tg = AlignmentDataset.from_directory(embed_dirs["test"]).target_features.float()
+
+    def add_embed(strategy: str, queries: torch.Tensor, note: str) -> None:
+        rows.append(StrategyRow(duration, strategy, evaluate_features(queries, embed_tg, groups), note))
+
+    if "triple_modal" in want:
+        model = st.train_feature_strategy(cfg, "triple_modal", embed_dirs, runs / "triple_modal", tower)
+        acc, chance = st.zero_shot_accuracy(model, test)
+        add_embed("triple_modal", st.aligned(model, ev), f"embedding space; zero-shot acc {100 * acc:.1f}% "
+                                                          f"(chance {100 * chance:.1f}%)")
+        rows[-1].metrics.update({"zero_shot/accuracy": acc, "zero_shot/chance": chance})
     if "contrastive_image" in want:
         log(f"    contrastive_image: LoRA on the vision tower ({time.perf_counter() - started:.0f} s)")
-        add("contrastive_image", st.train_contrastive_image(cfg, splits, runs / "contrastive_image", tower, vision, tree,
-                                                         duration),
-            "LoRA q/v, CEIA histograms")
+        add_embed("contrastive_image", st.train_contrastive_image(cfg, splits, runs / "contrastive_image", tower,
+                                                                  vision, tree, duration),
+                  "embedding space; LoRA q/v, CEIA histograms")
     log(f"5/5 [{duration}] zero-paired-data references ({time.perf_counter() - started:.0f} s)")
     if "reconstruction" in want and st.have_firenet(cfg):
         add("reconstruction", st.reconstruction_features(cfg, tree, test, tower, vision), "FireNet")
     if "rgb_reference" in want:
         add("rgb_reference", rgb_start_features(cfg, tree, test, vision), "RGB frame at window start")
+        add_embed("rgb_reference/embed", rgb_start_features(cfg, tree, test, vision, space="embed"),
+                  "embedding space; RGB frame at window start")
     return rows
 
 
@@ -92,6 +99,8 @@ def run_pipeline(cfg: PipelineConfig) -> list[StrategyRow]:
     from ..events.synthetic_dsec import write_synthetic_dsec
 
     torch.manual_seed(cfg.seed)
+    if cfg.torch_threads > 0:
+        torch.set_num_threads(cfg.torch_threads)
     out = Path(cfg.output_dir)
     started = time.perf_counter()
     cpu0 = os.times()

@@ -56,10 +56,11 @@ def train_feature_strategy(cfg: PipelineConfig, strategy: str, dirs: dict[str, P
     if not (final / "config.json").is_file():
         n_train = len(AlignmentDataset.from_directory(dirs["train"]))
         extra: dict = {}
-        if strategy == "lightweight":
-            extra = dict(closed_form_init=cfg.ridge, model_config=["adapter_type=\"linear\""])
+        if strategy == "lightweight":  # warm-started at the ridge solution: a few epochs refine it
+            extra = dict(closed_form_init=cfg.ridge, model_config=["adapter_type=\"linear\""],
+                         num_epochs=cfg.lightweight_epochs)
         elif strategy == "contrastive":
-            extra = dict(model_config=["projection_type=\"mlp\"", f"hidden_dim={4 * 128}"])
+            extra = dict(model_config=["projection_type=\"mlp\"", "hidden_dim=512"])
         elif strategy == "triple_modal":
             # prompts in the words the tower was trained on (the proxy's captions say "a photo of the ...")
             prompts = [] if cfg.clip else ["image_prompt_template=\"a photo of the {}\""]
@@ -91,7 +92,9 @@ def train_contrastive_image(cfg: PipelineConfig, splits: dict, out: Path, tower:
     from ..training.loop import train
 
     size = vision.config.image_size
-    pairs = {s: ImagePairDataset(splits[s], "event_histogram", "rgb", size) for s in splits}
+    # numpy format: an Array3D column read row by row as nested Python lists costs seconds per batch
+    pairs = {s: ImagePairDataset(splits[s].select_columns(["event_histogram", "rgb"]).with_format("numpy"),
+                                 "event_histogram", "rgb", size) for s in splits}
     final = out / "final"
     model = None
     if not (final / "config.json").is_file():
@@ -125,12 +128,12 @@ def reconstruction_features(cfg: PipelineConfig, tree: Path, test, tower: str, v
     """FireNet frames of every test window (state carried along each sequence) -> the same tower and head."""
     from ..events.dsec_reader import DsecEventReader
     from ..reconstruction.modeling_reconstruction import ReconstructionAlignmentModule, encode_windows
-    from .features import load_vision_tower, project
+    from .features import TOKEN_LAYER, load_vision_tower
 
     model = ReconstructionAlignmentModule.from_reconstruction_checkpoint(
         cfg.firenet, clip_model_name_or_path=cfg.clip,
         clip_config=None if cfg.clip else json.loads(vision.config.to_json_string()),
-        feature_layer=-1, max_steps_per_window=cfg.reconstruction_max_steps,
+        feature_layer=TOKEN_LAYER, max_steps_per_window=cfg.reconstruction_max_steps,
     )
     model.set_clip_tower(load_vision_tower(tower, with_projection=False))  # the plain CLIPVisionModel of the same weights
     readers: dict[str, DsecEventReader] = {}
@@ -144,7 +147,7 @@ def reconstruction_features(cfg: PipelineConfig, tree: Path, test, tower: str, v
 
     width, height = cfg.sensor_size
     tokens = encode_windows(model, windows(), height=height, width=width, token_level=True)
-    return project(vision, tokens[:, 0])
+    return tokens[:, 1:].flatten(1).float()  # the token space: patch tokens, CLS dropped
 
 
 def have_firenet(cfg: PipelineConfig) -> bool:
