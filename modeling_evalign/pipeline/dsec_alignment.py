@@ -35,7 +35,8 @@ from ..utils.io_utils import atomic_write_json, atomic_write_text
 
 DSEC_ROOT_ENV = "EVALIGN_DSEC_ROOT"
 DEFAULT_DSEC_ROOT = "data/dsec"
-SYNTHETIC_COMMAND = "python dataset_scripts/make_synthetic_dsec.py --out data/dsec --sequences 8 --seconds 20"
+SYNTHETIC_COMMAND = ("python dataset_scripts/make_synthetic_dsec.py --out data/dsec --sequences 4 --seconds 22 "
+                     "--sensor-size 320x240 --image-size 480x360")
 JOB_FILE = "job.json"
 RESULTS_FILE = "results.json"
 METRIC_COLUMNS = ("e2t/R@1", "e2t/R@5", "e2t/R@10", "t2e/R@1", "t2e/R@5", "t2e/R@10", "seq/R@1", "cosine", "mse")
@@ -108,11 +109,18 @@ def load_tower(name: str, revision: str | None = None, device: str = "cpu"):
     if name == "tiny":  # the demo's tiny tower: sparse event frames survive 128 px far better than 64 px
         model = tiny_clip_vision(seed=0, image_size=128, patch_size=16)
     else:
+        from transformers.utils import logging as hf_logging
+
         if name == "proxy":
             from ..features.proxy_clip import ensure_proxy_clip
 
             name = str(ensure_proxy_clip(log=_log))
-        model = load_clip_vision(name, revision=revision)
+        verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()  # a full CLIP checkpoint's text weights are unused here: no load report
+        try:
+            model = load_clip_vision(name, revision=revision)
+        finally:
+            hf_logging.set_verbosity(verbosity)
     return model.to(device)
 
 
