@@ -4,9 +4,9 @@ Imported lazily by :mod:`.representations` (``import modeling_evalign`` never lo
 ``njit(cache=True, nogil=True)``: compiled once per input-dtype combination and cached on disk, and they
 release the GIL, so the sorted stream is split into contiguous event ranges, one plain Python thread
 each, started per call (fork-safe and reentrant, unlike a persistent pool; ``torch.get_num_threads()``
-threads, which is 1 inside DataLoader workers). Ranges meet inside a time bin/frame: the first bin of
-every range but the first goes to a private scratch buffer that is added afterwards, so each output
-element has one writer. Time bins and frames are contiguous blocks of the sorted stream; their edges
+threads, which is 1 inside DataLoader workers). Ranges meet inside a time bin/frame: what two ranges
+share goes to private scratch buffers that are added afterwards, so each output element has one
+writer, and counts and integer voxel sums do not depend on the thread count. Time bins and frames are contiguous blocks of the sorted stream; their edges
 come from a binary search with the numpy path's arithmetic, so block membership is identical to it.
 
 Accumulators are sized for the cache (a random 10M-event stream is bound by cache misses, not
@@ -14,7 +14,7 @@ arithmetic): counts per frame go to uint8 per (polarity, pixel) (0.6 MB at 640x4
 time moved out, so counts stay exact. The voxel grid with integer timestamps is computed exactly: an
 event of bin k has ``tn = k + r / span`` with integer ``r``, so per bin the net polarity count (uint8 per
 polarity) and ``sum(pol * r)`` (int32, moved out before it can overflow) give ``span * value`` as an
-integer, divided once at the end; float timestamps (or spans past 2^31 µs) accumulate float64 weight
+integer, divided once when the bin is complete; float timestamps (or spans past 2^31 µs) accumulate float64 weight
 pairs (bin k, bin k + 1) per pixel, one cache line per event. Results equal the numpy path's float64
 sums rounded to float32 (integer t: bit for bit in the tests and the benchmark; float t: within 1 ulp).
 

@@ -42,8 +42,12 @@ def _fused(name: str):
 
     if not AVAILABLE:
         return None
-    kernels = {"voxel_grid": voxel_grid, "count_frames": count_frames, "eventgpt_frames": eventgpt_frames}
-    return kernels.get(name, normalize_nonzero)
+    return {
+        "voxel_grid": voxel_grid,
+        "count_frames": count_frames,
+        "eventgpt_frames": eventgpt_frames,
+        "normalize_nonzero": normalize_nonzero,
+    }[name]
 
 
 def _via_numpy(fn, x, y, t, p, *args, **kwargs):
