@@ -187,6 +187,7 @@ def build_parser() -> ArgumentParser:
                     help="random tiny text tower as class prototypes (when no CLIP text tower of the right width)")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads (small heads train fastest on one thread of a shared machine)")
+    ap.add_argument("--findings", default=None, help="markdown file with the reader's summary, placed first in the report")
     ap.add_argument("--note", action="append", default=[], help="a line for the report's notes (e.g. how the data was made)")
     ap.add_argument("--no-progress", action="store_true")
     return ap
@@ -214,6 +215,12 @@ def main(argv: list[str] | None = None) -> int:
     from modeling_evalign.evaluation import strategy_map_report as rep
     from modeling_evalign.utils.io_utils import atomic_write_json, atomic_write_text
 
+    findings = None
+    if args.findings:
+        path = Path(args.findings)
+        if not path.is_file():
+            raise CLIError(f"--findings {path} does not exist")
+        findings = path.read_text()
     started = time.perf_counter()
     transform, transform_id = (None, None) if not args.project else _projection(args.project)
     data = {d: sm.load_duration(d, root, seed=args.seed, transform=transform, transform_id=transform_id)
@@ -252,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     markdown = rep.render_markdown(
         best=best, records=stats.records, curves=curves, crossover=crossover, references=references, chance=chance,
         sizes=sizes, durations=durations, strategies=args.strategies, grids=grids, settings=settings,
-        plot_name=plot.name, command=command, pad_us=pad, elapsed_s=elapsed if stats.cached == 0 else None, notes=notes)
+        plot_name=plot.name, command=command, pad_us=pad, findings=findings, elapsed_s=elapsed if stats.cached == 0 else None, notes=notes)
     atomic_write_text(out / "README.md", markdown)
     atomic_write_text(out / "runs.jsonl", "".join(
         json.dumps(r, sort_keys=True) + "\n" for r in stats.records))

@@ -190,7 +190,7 @@ def _positive_rule(pad_us: float) -> str:
 
 def render_markdown(*, best, records, curves, crossover, references, chance, sizes, durations, strategies,
                     grids, settings, plot_name: str, command: str | None, elapsed_s: float | None,
-                    notes: Sequence[str] = (), pad_us: float = 0.0) -> str:
+                    notes: Sequence[str] = (), pad_us: float = 0.0, findings: str | None = None) -> str:
     n_test = {d: next(r["n"]["test"] for r in records if r["duration"] == d) for d in durations}
     n_val = {d: next(r["n"].get("validation", 0) for r in records if r["duration"] == d) for d in durations}
     out = ["# Strategy map: which alignment strategy at which data size", ""]
@@ -208,6 +208,8 @@ def render_markdown(*, best, records, curves, crossover, references, chance, siz
         avail = next(r["n"]["train"] for r in records if r["duration"] == d)
         out.append(f"| {d} | {avail} | {', '.join(str(s) for s in sizes[d])} | {n_val[d]} | {n_test[d]} | "
                    f"{pct(chance[d])} |")
+    if findings:
+        out += ["", "## Findings", "", findings.strip()]
     if references:
         out += ["", "Untrained reference on test (no pairs): " + "; ".join(
             f"{d} {name} mean R@1 {pct(r['mean/R@1'])}" for d, refs in references.items() for name, r in refs.items())]
