@@ -14,9 +14,8 @@ arithmetic): counts per frame go to uint8 per (polarity, pixel) (0.6 MB at 640x4
 time moved out, so counts stay exact. The voxel grid with integer timestamps is computed exactly: an
 event of bin k has ``tn = k + r / span`` with integer ``r``, so per bin the net polarity count (uint8 per
 polarity) and ``sum(pol * r)`` (int32, moved out before it can overflow) give ``span * value`` as an
-integer, divided once when the bin is complete; float timestamps (or spans past 2^31 µs) accumulate float64 weight
-pairs (bin k, bin k + 1) per pixel, one cache line per event. Results equal the numpy path's float64
-sums rounded to float32 (integer t: bit for bit in the tests and the benchmark; float t: within 1 ulp).
+integer, divided once when the bin is complete (bit for bit the numpy path's float64 sums rounded to
+float32, in the tests and the benchmark); float timestamps and spans from 2^31 µs take the numpy path.
 
 Every kernel returns the index of the first event it rejects (coordinate outside the sensor, decreasing
 or NaN t, polarity not 0/1) or -1, and checks before it writes, so it never writes out of bounds; the
@@ -80,33 +79,6 @@ def _time_edges(t, t0, scale, steps):
                 hi = mid
         edges[k] = lo
     return edges
-
-
-@_njit
-def _voxel_range(x, y, t, p, lo, hi, edges, t0, scale, width, height, pairs, scratch, shared):
-    """Events ``lo:hi`` into ``pairs`` (float64 ``[bins, H*W, 2]`` flat: per bin k and pixel, the weights
-    of the events with floor(tn) == k that go to bin k and to bin k + 1); bin ``shared`` into ``scratch``."""
-    hw = width * height
-    prev = t[lo - 1] if lo > 0 else t[lo]
-    for k in range(edges.shape[0] - 1):
-        a = max(lo, edges[k])
-        b = min(hi, edges[k + 1])
-        dst = scratch if k == shared else pairs
-        base = 0 if k == shared else k * hw * 2
-        for i in range(a, b):
-            xi = np.int64(x[i])
-            yi = np.int64(y[i])
-            pi = np.int64(p[i])
-            ti = t[i]
-            if _bad(xi, yi, pi, ti, prev, width, height):
-                return i
-            prev = ti
-            pol = 2.0 * pi - 1.0
-            w_right = pol * ((np.float64(ti) - t0) * scale - k)
-            j = base + (yi * width + xi) * 2
-            dst[j] += pol - w_right
-            dst[j + 1] += w_right
-    return -1
 
 
 @_njit
@@ -264,18 +236,6 @@ def _voxel_int(x, y, t, p, height, width, edges, span):
 
 
 @_njit
-def _pairs_to_grid(pairs, hw, span, out):
-    """``out[k] = (pairs[k, :, 0] + pairs[k - 1, :, 1]) / span`` as float32 (bin num_bins is dropped):
-    float64 sums are cast once, integer sums are exact until the one division."""
-    for k in range(out.shape[0] // hw):
-        for j in range(hw):
-            v = pairs[(k * hw + j) * 2]
-            if k > 0:
-                v += pairs[((k - 1) * hw + j) * 2 + 1]
-            out[k * hw + j] = np.float32(np.float64(v) / span)
-
-
-@_njit
 def _count_range(x, y, t, p, lo, hi, edges, width, height, out, scratch, shared):
     """Events ``lo:hi`` into ``out`` (float32 ``[frames, 2, H*W]`` flat, zeros); frame ``shared`` into
     ``scratch``. Counts per frame stay in uint8 (cache-resident); one about to overflow moves 256 to the
@@ -388,24 +348,15 @@ def _count_edges(n: int, num_frames: int) -> np.ndarray:
 
 
 def voxel_grid(x, y, t, p, height: int, width: int, num_bins: int):
-    """Un-normalised float32 ``[num_bins, height, width]``, or None (rejected event / non-finite t ends)."""
-    if not _supported(x, y, t, p):
+    """Un-normalised float32 ``[num_bins, height, width]``, or None: an event was rejected, or the stream
+    is not for this kernel (float timestamps, spans from 2^31 µs: the numpy path serves those)."""
+    if not _supported(x, y, t, p) or t.dtype.kind not in "ui":
         return None
-    n, hw = x.shape[0], height * width
-    t0, scale = _time_frame(t, num_bins - 1, int_span=True)
-    edges = _time_edges(t, t0, scale, num_bins)
-    span = int(t[-1]) - int(t[0]) if t.dtype.kind in "ui" else 0
-    if t.dtype.kind in "ui" and span < 2**31 and abs(int(t[0])) < 2**62:  # exact integer path
-        return _voxel_int(x, y, t, p, height, width, edges, span or 1)
-    pairs = np.zeros(num_bins * hw * 2, dtype=np.float64)
-    parts = _run(_voxel_range, n, edges, pairs, hw * 2, x, y, t, p, t0, scale, width, height)
-    if parts is None:
+    span = int(t[-1]) - int(t[0])
+    if span >= 2**31 or abs(int(t[0])) >= 2**62:
         return None
-    for k, part in parts:
-        pairs[k * hw * 2 : (k + 1) * hw * 2] += part
-    grid = np.empty(num_bins * hw, dtype=np.float32)
-    _pairs_to_grid(pairs, hw, 1.0, grid)
-    return grid.reshape(num_bins, height, width)
+    edges = _time_edges(t, *_time_frame(t, num_bins - 1, int_span=True), num_bins)
+    return _voxel_int(x, y, t, p, height, width, edges, span or 1)
 
 
 def count_frames(x, y, t, p, height: int, width: int, num_frames: int, by_time: bool):
