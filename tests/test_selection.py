@@ -114,3 +114,27 @@ def test_h2_modules_import_nothing_heavy():
     )
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
     assert out.strip() == "[]"
+
+
+def test_docstrings_quote_the_measured_strategy_map():
+    """The crossovers quoted in selection.py are the ones in the committed report's results.json."""
+    import json
+    import re
+    from pathlib import Path
+
+    import modeling_evalign.selection as selection
+
+    results = Path(__file__).resolve().parents[1] / "reports" / "strategy_map" / "results.json"
+    if not results.is_file():
+        pytest.skip(f"{results} is not in this checkout")
+    data = json.loads(results.read_text())
+    rows = {(r["a"], r["b"]): r for r in data["crossovers"] if r["duration"] == "1s" and r["metric"] == "mean/R@1"}
+    doc = " ".join(selection.__doc__.split())
+    for (a, b), phrase in ((("closed_form", "lightweight"), r"crosses the lightweight adapter at (\d+) pairs"),
+                           (("closed_form", "contrastive"), r"overtakes contrastive at (\d+)"),
+                           (("closed_form", "triple_modal"), r"and triple_modal at (\d+)")):
+        quoted = int(re.search(phrase, doc).group(1))
+        assert [round(c["pairs"]) for c in rows[(a, b)]["crossovers"]] == [quoted]
+    assert rows[("lightweight", "contrastive")]["crossovers"] == []
+    assert rows[("lightweight", "contrastive")]["ahead_throughout"] == "lightweight"
+    assert "528 pairs" in " ".join(selection.auto_select_alignment_strategy.__doc__.split())
