@@ -199,6 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("steps", "min_epochs", "batch_size", "threads"):
         if getattr(args, name) < 1:
             raise CLIError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.positive_pad_us < 0:
+        raise CLIError(f"--positive-pad-us must be >= 0, got {args.positive_pad_us}")
     if args.features:
         roots = _parse_features(args.features)
     else:
@@ -236,8 +238,6 @@ def main(argv: list[str] | None = None) -> int:
     if "triple_modal" in args.strategies:
         tower, note = _text_tower(args, data, cache)
         notes.append(note)
-    if args.positive_pad_us < 0:
-        raise CLIError(f"--positive-pad-us must be >= 0, got {args.positive_pad_us}")
     pad = args.positive_pad_us
     runs = sm.plan_runs(data, sizes, args.strategies, grids, settings, tower.source if tower else None, pad)
     print(f"{PROG}: {len(runs)} runs over {durations} (sizes {sizes})", file=sys.stderr, flush=True)

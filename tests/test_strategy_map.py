@@ -192,6 +192,8 @@ def test_resolve_sizes_caps_and_dedupes():
         (["--sizes", "10", "x"], "'x' is not an int"),
         (["--sizes", "5s=10,20"], "duration '5s' is not one of"),
         (["--steps", "0"], "--steps must be >= 1"),
+        (["--positive-pad-us", "-1"], "--positive-pad-us must be >= 0"),
+        (["--findings", "/nonexistent/findings.md"], "--findings /nonexistent/findings.md does not exist"),
     ],
 )
 def test_bad_flags_exit_2_with_one_line(extra, match, tmp_path, capsys):

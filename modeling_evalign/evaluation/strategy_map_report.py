@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .strategy_map import crossovers
+from .strategy_map_select import crossovers
 
 CURVE_METRICS = ("e2t/R@1", "t2e/R@1", "mean/R@1")
 _DIRECTION = {"e2t/R@1": "event -> RGB", "t2e/R@1": "RGB -> event", "mean/R@1": "mean of both"}
