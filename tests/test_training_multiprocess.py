@@ -139,3 +139,26 @@ def test_two_machines_over_loopback(tmp_path):
     # a 2-process checkpoint holds one RNG state per process: resuming it with 1 process is refused up front
     with pytest.raises(ValueError, match="2 process"):
         train(TrainConfig(**common, output_dir=str(out), resume_from_checkpoint=str(out / "checkpoint-4")))
+
+
+def _readme_shell_lines() -> list[str]:
+    """The README's bash lines with ``\\`` continuations joined and whitespace collapsed."""
+    text = (REPO / "README.md").read_text(encoding="utf-8").replace("\\\n", " ")
+    return [" ".join(line.split()) for line in text.splitlines()]
+
+
+def test_readme_shows_the_tested_two_process_command():
+    # the test above runs README_TWO_CPU_PROCESSES; this keeps the README from drifting away from it
+    assert README_TWO_CPU_PROCESSES in _readme_shell_lines()
+
+
+def test_readme_two_machine_recipe_is_the_tested_one():
+    tested = shlex.split(README_TWO_MACHINES)
+    lines = [shlex.split(line) for line in _readme_shell_lines() if "--num_machines 2" in line]
+    assert lines, "README has no 2-machine recipe"
+    shown = lines[0]
+    placeholders = {"MACHINE": "0", "127.0.0.1": "10.0.0.1", "PORT": "29500"}
+    expected = [placeholders.get(word, word) for word in tested]
+    # the README line is the tested one up to the test's extra tuning flags at the end
+    assert shown == expected[: len(shown)], (shown, expected)
+    assert shown[-2:] == ["--output_dir", "O"]
