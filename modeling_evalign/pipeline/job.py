@@ -75,8 +75,9 @@ def _duration_rows(cfg: PipelineConfig, duration: str, tree: Path, out: Path, to
         rows.append(StrategyRow(duration, strategy, evaluate_features(queries, embed_tg, groups), note))
 
     if "triple_modal" in want:
-        model = st.train_feature_strategy(cfg, "triple_modal", embed_dirs, runs / "triple_modal", tower)
-        acc, chance = st.zero_shot_accuracy(model, test)
+        with st.quiet_loading():
+            model = st.train_feature_strategy(cfg, "triple_modal", embed_dirs, runs / "triple_modal", tower)
+            acc, chance = st.zero_shot_accuracy(model, test)
         add_embed("triple_modal", st.aligned(model, ev), f"embedding space; zero-shot acc {100 * acc:.1f}% "
                                                           f"(chance {100 * chance:.1f}%)")
         rows[-1].metrics.update({"zero_shot/accuracy": acc, "zero_shot/chance": chance})

@@ -72,6 +72,22 @@ def train_feature_strategy(cfg: PipelineConfig, strategy: str, dirs: dict[str, P
     return AutoModel.from_pretrained(final)
 
 
+class quiet_loading:
+    """No transformers load report while the text tower loads from a full CLIP checkpoint (its vision weights
+    are expected to be unused)."""
+
+    def __enter__(self):
+        from transformers.utils import logging as hf_logging
+
+        self.verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()
+
+    def __exit__(self, *exc):
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity(self.verbosity)
+
+
 def zero_shot_accuracy(model, test) -> tuple[float, float]:
     """triple_modal's zero-shot accuracy on the test windows (classes: the trained class names) and chance."""
     names = list(model.config.class_names)
