@@ -24,7 +24,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from modeling_evalign.utils.cli import ArgumentParser, CLIError, run_cli
+from modeling_evalign.utils.cli import ArgumentParser, parse_named_paths, run_cli
 
 PROG = "compare_strategies.py"
 
@@ -73,13 +73,7 @@ rows with equal `{{ positive_key }}` count as positives{% endif %}.
 
 
 def _parse_features(items: list[str]) -> dict[str, str]:
-    out = {}
-    for item in items:
-        name, sep, path = item.partition("=")
-        if not sep or not name or not path:
-            raise CLIError(f"--features entries must look like DURATION=DIR, got {item!r}")
-        out[name] = path
-    return out
+    return parse_named_paths(items, "--features")
 
 
 def _fitter(name: str, args, text_model: str | None):

@@ -26,19 +26,13 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from modeling_evalign.utils.cli import ArgumentParser, CLIError, run_cli
+from modeling_evalign.utils.cli import ArgumentParser, CLIError, parse_named_paths, run_cli
 
 PROG = "strategy_map.py"
 
 
 def _parse_features(items: list[str]) -> dict[str, str]:
-    out = {}
-    for item in items:
-        name, sep, path = item.partition("=")
-        if not sep or not name or not path:
-            raise CLIError(f"--features entries must look like DURATION=DIR, got {item!r}")
-        out[name] = path
-    return out
+    return parse_named_paths(items, "--features")
 
 
 def _size_token(token: str) -> int | str:

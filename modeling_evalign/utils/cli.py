@@ -70,3 +70,14 @@ def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[s
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr, flush=True)
         return 130
+
+
+def parse_named_paths(items: Sequence[str], flag: str) -> dict[str, str]:
+    """``["1s=feats/1s", ...]`` -> ``{"1s": "feats/1s"}``; a malformed entry is a :class:`CLIError` naming ``flag``."""
+    out: dict[str, str] = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise CLIError(f"{flag} entries must look like DURATION=DIR, got {item!r}")
+        out[name] = path
+    return out
