@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from ..training.schedule import make_optimizer, make_schedule
 from ..utils.io_utils import atomic_open
 from ..utils.progress import progress_bar
 from .proxy_clip_data import (
@@ -71,16 +72,6 @@ def _batch(cfg, frames: FrameSet, labels: list[str], tokenizer, step: int):
     return pixels, tokenize(tokenizer, texts, cfg.max_text_length)
 
 
-def _schedule(cfg):
-    def factor(step: int) -> float:  # linear warm-up, then cosine to 0
-        if step < cfg.warmup_steps:
-            return (step + 1) / cfg.warmup_steps
-        progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-    return factor
-
-
 def _save_checkpoint(path: Path, model, optimizer, scheduler, step: int) -> None:
     state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
              "step": step}
@@ -114,11 +105,12 @@ def train_proxy_clip(
         model = CLIPModel(clip_config(cfg, tokenizer))
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
     rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
-    optimizer = torch.optim.AdamW(
+    # the optimizer and warm-up + cosine schedule of every evalign run (training.schedule)
+    optimizer = make_optimizer(
         [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": rest, "weight_decay": 0.0}],
-        lr=cfg.learning_rate, betas=(0.9, 0.98), eps=1e-6,
+        cfg.learning_rate, cfg.weight_decay, betas=(0.9, 0.98), eps=1e-6,
     )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(cfg))
+    scheduler = make_schedule(optimizer, cfg.warmup_steps, cfg.steps)
     start = 0
     ckpt = work_dir / CHECKPOINT
     if ckpt.is_file():

@@ -20,11 +20,12 @@ def cosine_factor(step: int, warmup_steps: int, total_steps: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
-def make_optimizer(params, learning_rate: float, weight_decay: float) -> torch.optim.Optimizer:
+def make_optimizer(params, learning_rate: float, weight_decay: float, **adamw: float) -> torch.optim.Optimizer:
+    """AdamW over ``params`` (tensors, or parameter groups whose own ``weight_decay`` wins); ``adamw``: betas, eps."""
     params = list(params)
     if not params:
         raise ValueError("the model has no trainable parameters")
-    return torch.optim.AdamW(params, lr=learning_rate, weight_decay=weight_decay)
+    return torch.optim.AdamW(params, lr=learning_rate, weight_decay=weight_decay, **adamw)
 
 
 def make_schedule(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int):
