@@ -170,7 +170,7 @@ def build_windows(root: Path, duration: str, cache_dir: Path, options: DsecJobOp
 def evaluate_model(model, test) -> dict[str, float]:
     """Held-out metrics of ``model`` on an AlignmentDataset: R@1/5/10 both directions (the window itself is the
     only positive), ``seq/R@1`` (any window of the same sequence counts), cosine and MSE (as the demo)."""
-    from ..evaluation.metrics import bidirectional_recall, cosine_similarity, mse
+    from .report import evaluate_features
 
     model.eval()
     with torch.inference_mode():
@@ -178,11 +178,8 @@ def evaluate_model(model, test) -> dict[str, float]:
     target = test.target_features.float()
     if aligned.dim() == 3:  # token level: retrieval on the token means
         aligned, target = aligned.mean(1), target.mean(1)
-    metrics = bidirectional_recall(aligned, target, ks=(1, 5, 10))
-    groups = test.metadata_column("sequence")
-    metrics["seq/R@1"] = bidirectional_recall(aligned, target, ks=(1,), positive_groups=groups)["mean/R@1"]
-    metrics["cosine"] = cosine_similarity(aligned, target)
-    metrics["mse"] = mse(aligned, target)
+    metrics = evaluate_features(aligned, target, test.metadata_column("sequence"))
+    metrics.pop("n_test")  # the split counts are reported beside the metrics (window_counts)
     return metrics
 
 

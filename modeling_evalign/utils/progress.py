@@ -46,8 +46,9 @@ def progress_bar(iterable: Any = None, **kwargs: Any):
 
     stream = kwargs.get("file") or sys.stderr
     if not _stream_is_terminal(stream):
-        kwargs.setdefault("mininterval", log_interval_s())
-        kwargs.setdefault("maxinterval", max(log_interval_s(), 10.0))
+        interval = log_interval_s()
+        kwargs.setdefault("mininterval", interval)
+        kwargs.setdefault("maxinterval", max(interval, 10.0))
         # tqdm's miniters=0 with dynamic_miniters adapts to the rate; fixed 1 + mininterval caps by time
         kwargs.setdefault("miniters", 1)
         kwargs.setdefault("dynamic_ncols", False)
