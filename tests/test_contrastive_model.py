@@ -41,7 +41,7 @@ def _recall_at_1(aligned: torch.Tensor, target: torch.Tensor) -> float:
         ({"event_dim": -768}, r"event_dim=-768 .*positive int"),
         ({"target_dim": 0}, r"target_dim=0"),
         ({"projection_type": "transformer"}, r"projection_type='transformer'.*\('linear', 'mlp'\)"),
-        ({"token_pooling": "max"}, r"token_pooling='max'.*\('mean', 'cls'\)"),
+        ({"token_pooling": "max"}, r"token_pooling='max'.*\('mean', 'cls', 'flatten'\)"),
         ({"contrastive_weight": 0.0, "mse_weight": 0.0}, r"contrastive_weight \+ mse_weight > 0"),
     ],
 )
@@ -109,6 +109,18 @@ def test_mse_term_target_head_and_token_pooling():
     out = head(x[:, 0], y[:, 0])
     assert out.aligned_features.shape == (4, 5)  # aligned features stay unprojected by the target head
     torch.testing.assert_close(out.target_embeddings, head.target_head(y[:, 0]))
+
+
+def test_flatten_pooling_keeps_the_token_layout():
+    model = ContrastiveAlignmentModule(ContrastiveAlignmentConfig(event_dim=6, target_dim=5, token_pooling="flatten"))
+    x, y = torch.randn(4, 3, 6), torch.randn(4, 3, 5)
+    out = model(x, y)
+    ce = _info_nce_loop(out.aligned_features.detach().flatten(1), y.flatten(1), 1 / 0.07)
+    assert out.loss.item() == pytest.approx(ce, rel=1e-5)
+    # the same tokens in another order are another layout: a different loss (mean pooling could not tell)
+    assert model(x, y[:, [2, 0, 1]]).loss.item() != pytest.approx(out.loss.item(), rel=1e-3)
+    with pytest.raises(ValueError, match=r"as many target tokens as event tokens.*\(4, 2, 5\)"):
+        model(x, y[:, :2])
 
 
 def test_bad_inputs_name_the_argument():

@@ -131,6 +131,40 @@ def test_split_rule():
         assign_splits(names, 1.5, 0.0)
 
 
+def test_stratified_split_keeps_every_scene_in_train():
+    # 10 sequences of 4 scenes (3, 3, 2, 2): the plain rule with this seed leaves two scenes out of train
+    scenes = ["cat", "astronaut", "coffee", "rocket", "cat", "astronaut", "coffee", "rocket", "cat", "astronaut"]
+    names = [f"seq_{i:02d}_{s}" for i, s in enumerate(scenes)]
+    groups = dict(zip(names, scenes))
+    for seed in range(20):
+        a = assign_splits(names, 0.15, 0.25, seed=seed, groups=groups)
+        plain = assign_splits(names, 0.15, 0.25, seed=seed)
+        assert sorted(a.values()) == sorted(plain.values())  # the same counts: 3 test, 2 validation, 5 train
+        assert {groups[n] for n in names if a[n] == "train"} == set(scenes)
+        held = [groups[n] for n in names if a[n] == "test"]
+        assert len(set(held)) == len(held)  # one scene at a time
+        assert a == assign_splits(list(reversed(names)), 0.15, 0.25, seed=seed, groups=groups)
+    # more held-out sequences than scenes can spare: still the requested counts
+    a = assign_splits(names[:4], 0.0, 0.5, seed=0, groups=dict(list(groups.items())[:4]))
+    assert list(a.values()).count("test") == 2
+    with pytest.raises(KeyError, match="seq_00_cat"):
+        assign_splits(names, 0.1, 0.1, groups={})
+
+
+def test_sequence_scene_reads_the_photograph_or_strips_the_recording_letter(tmp_path):
+    import json
+
+    from modeling_evalign.data.dsec_builder import SYNTHETIC_INFO, sequence_scene
+
+    synthetic = tmp_path / "synthetic_003_rocket"
+    synthetic.mkdir()
+    (synthetic / SYNTHETIC_INFO).write_text(json.dumps({"scene": "rocket", "label": "rocket"}))
+    real_a, real_b, plain = tmp_path / "zurich_city_00_a", tmp_path / "zurich_city_00_b", tmp_path / "thun_00"
+    assert sequence_scene(synthetic) == "rocket"
+    assert sequence_scene(real_a) == sequence_scene(real_b) == "zurich_city_00"
+    assert sequence_scene(plain) == "thun_00"
+
+
 def test_window_helpers():
     np.testing.assert_array_equal(window_bounds(10, 45, 10), [[10, 20], [20, 30], [30, 40]])
     assert window_bounds(0, 9, 10).shape == (0, 2)

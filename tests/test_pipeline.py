@@ -53,7 +53,7 @@ def test_pipeline_end_to_end_and_resume(tmp_path, capsys):
     assert triple["zero_shot/chance"] == pytest.approx(0.5) and 0.0 <= triple["zero_shot/accuracy"] <= 1.0
 
     # targets, recomputed here from the PNG nearest each window's end: the token space holds the penultimate
-    # layer's patch tokens (CLS dropped) flattened, the embedding space the tower's image_embeds
+    # layer's patch tokens (CLS dropped) as [N, P, D], the embedding space the tower's image_embeds
     from transformers import CLIPVisionModelWithProjection
 
     from modeling_evalign.features.clip_preprocessing import clip_preprocess
@@ -73,13 +73,13 @@ def test_pipeline_end_to_end_and_resume(tmp_path, capsys):
         image = np.asarray(Image.open(seq / "images" / "left" / "rectified" / f"{k:06d}.png").convert("RGB"))
         with torch.no_grad():
             out = tower(pixel_values=clip_preprocess([image], tower.config.image_size), output_hidden_states=True)
-        return out.hidden_states[-2][0, 1:].flatten(), out.image_embeds[0]
+        return out.hidden_states[-2][0, 1:], out.image_embeds[0]
 
     tokens, embeds = encode(first["window_end_us"])
     embed_test = AlignmentDataset.from_directory(feats / "embed" / "test")
     assert torch.allclose(test.target_features[0].float(), tokens, atol=1e-4)
     assert torch.allclose(embed_test.target_features[0].float(), embeds, atol=1e-4)
-    assert torch.equal(embed_test.event_features, test.event_features)
+    assert torch.equal(embed_test.event_features, test.event_features.flatten(1))
     groups = test.metadata_column("sequence")
     for name in ("triple_modal", "contrastive_image", "rgb_reference/embed"):  # against the embedding targets
         r = next(r for r in rows if r.strategy == name)
@@ -87,18 +87,21 @@ def test_pipeline_end_to_end_and_resume(tmp_path, capsys):
 
     # rgb_reference: the START frame as the query
     queries = rgb_start_features(cfg, tmp_path / "demo" / "dsec", test, tower)
-    assert torch.allclose(queries[0], encode(first["window_start_us"])[0], atol=1e-4)
+    assert torch.allclose(queries[0], encode(first["window_start_us"])[0].flatten(), atol=1e-4)
     got_ref = next(r for r in rows if r.strategy == "rgb_reference").metrics
-    assert got_ref == pytest.approx(evaluate_features(queries, test.target_features.float(), groups))
+    assert got_ref == pytest.approx(evaluate_features(queries, test.target_features.float().flatten(1), groups))
     queries = rgb_start_features(cfg, tmp_path / "demo" / "dsec", test, tower, space="embed")
     assert torch.allclose(queries[0], encode(first["window_start_us"])[1], atol=1e-4)
 
-    # the closed-form row against an independent float64 ridge solve (numpy) on the same features
-    x, y = train.event_features.double().numpy(), train.target_features.double().numpy()
+    # the closed-form row against an independent float64 ridge solve (numpy) on the same features, one map
+    # shared by every patch token (rows = windows x patches), compared flattened
+    d = train.event_dim
+    x, y = train.event_features.double().numpy().reshape(-1, d), train.target_features.double().numpy().reshape(-1, d)
     xc, yc = x - x.mean(0), y - y.mean(0)
-    w = np.linalg.solve(xc.T @ xc + cfg.ridge * np.eye(x.shape[1]), xc.T @ yc)
+    w = np.linalg.solve(xc.T @ xc + cfg.ridge * np.eye(d), xc.T @ yc)
     pred = (test.event_features.double().numpy() - x.mean(0)) @ w + y.mean(0)
-    ref = bidirectional_recall(torch.from_numpy(pred).float(), test.target_features.float())
+    ref = bidirectional_recall(torch.from_numpy(pred.reshape(len(test), -1)).float(),
+                               test.target_features.float().flatten(1))
     got = next(r for r in rows if r.strategy == "closed_form").metrics
     for key in ("e2t/R@1", "e2t/R@5", "t2e/R@1"):
         assert got[key] == pytest.approx(ref[key])

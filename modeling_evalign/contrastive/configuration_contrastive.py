@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..configuration_utils import EvalignConfig
 
 PROJECTION_TYPES = ("linear", "mlp")
-TOKEN_POOLING = ("mean", "cls")
+TOKEN_POOLING = ("mean", "cls", "flatten")
 
 
 class ContrastiveAlignmentConfig(EvalignConfig):
@@ -23,7 +23,9 @@ class ContrastiveAlignmentConfig(EvalignConfig):
         use_target_head: also project the targets (width preserved). Off by default so the aligned
             features stay in the frozen target space and feed RGB decoders unchanged.
         contrastive_weight, mse_weight: loss = contrastive_weight * InfoNCE + mse_weight * MSE(aligned, target).
-        token_pooling: how token inputs ``[B, N, D]`` are pooled for the loss: "mean" or "cls" (token 0).
+        token_pooling: how token inputs ``[B, N, D]`` are pooled for the loss: "mean", "cls" (token 0) or
+            "flatten" (``[B, N * D]``: keeps the spatial layout, which strict window retrieval needs; the
+            event and target token counts must match).
         initializer_range: std of the normal init of linear weights.
         target_model_id, target_revision: Hub id (or path) and revision of the frozen target tower.
     """

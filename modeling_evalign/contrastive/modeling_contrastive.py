@@ -75,9 +75,12 @@ class ContrastiveAlignmentModule(EvalignPreTrainedModel):
             self._check_features(event_features, "event_features", self.config.event_dim)
         return self.event_head(event_features)
 
-    def _pool(self, x: torch.Tensor) -> torch.Tensor:
+    def pool_tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """Token features ``[B, N, D]`` -> the rows the loss compares (``config.token_pooling``); ``[B, D]`` stays."""
         if x.dim() == 2:
             return x
+        if self.config.token_pooling == "flatten":
+            return x.flatten(1)
         return x[:, 0] if self.config.token_pooling == "cls" else x.mean(dim=1)
 
     def forward(
@@ -104,8 +107,11 @@ class ContrastiveAlignmentModule(EvalignPreTrainedModel):
                 f"target_features has batch {target_features.shape[0]}: expected {aligned.shape[0]} "
                 "(one target per event row)"
             )
-        ev = self._pool(aligned)
-        tg = self._pool(target_features)
+        if cfg.token_pooling == "flatten" and aligned.dim() == 3 and target_features.shape[1:-1] != aligned.shape[1:-1]:
+            raise ValueError(f"token_pooling='flatten' needs as many target tokens as event tokens: target_features "
+                             f"{tuple(target_features.shape)}, aligned {tuple(aligned.shape)}")
+        ev = self.pool_tokens(aligned)
+        tg = self.pool_tokens(target_features)
         if self.target_head is not None:
             tg = self.target_head(tg)
         gather = self.training if gather_across_processes is None else gather_across_processes

@@ -19,6 +19,10 @@ nearest to its END.
 Split rule: by sequence (no window of one sequence is in two splits): sorted names permuted with
 ``numpy.random.default_rng(split_seed)``; the first ``round(n * test_fraction)`` are ``test``, the next
 ``round(n * val_fraction)`` are ``validation``, the rest ``train``. Splits without sequences are left out.
+``stratify_by_scene=True`` takes the same counts one scene at a time, keeping a training sequence of every scene
+(:func:`~modeling_evalign.data.windows.assign_splits`); a sequence's scene is the photograph in
+``evalign_synthetic.json``, else its name without DSEC's recording letter (``zurich_city_00_a`` ->
+``zurich_city_00``).
 
 Retrieval positives: consecutive windows of one sequence overlap in content (the scene barely changes from
 one window to the next), so treat windows of the same sequence (or of a short time span in it) as one positive
@@ -68,6 +72,7 @@ class DsecAlignmentConfig(datasets.BuilderConfig):
     val_fraction: float = 0.1
     test_fraction: float = 0.1
     split_seed: int = 0
+    stratify_by_scene: bool = False
     sensor_height: int | None = None
     sensor_width: int | None = None
     png_compress_level: int = 1
@@ -202,8 +207,9 @@ class DsecAlignmentBuilder(datasets.GeneratorBasedBuilder):
         seqs = find_sequences(cfg.data_dir)
         height, width = self.sensor_size()
         self.info.features = self._features(height, width)
+        groups = {p.name: sequence_scene(p) for p in seqs} if cfg.stratify_by_scene else None
         assignment = assign_splits(
-            [p.name for p in seqs], cfg.val_fraction, cfg.test_fraction, cfg.split_seed
+            [p.name for p in seqs], cfg.val_fraction, cfg.test_fraction, cfg.split_seed, groups=groups
         )
         generators = []
         for split in ("train", "validation", "test"):
@@ -257,6 +263,15 @@ class DsecAlignmentBuilder(datasets.GeneratorBasedBuilder):
             if "event_histogram" in reps:
                 record["event_histogram"] = event_histogram_image(w.x, w.y, w.t, w.p, height, width)
             yield record
+
+
+def sequence_scene(seq_dir: Path) -> str:
+    """The scene a sequence shows, for the stratified split: the synthetic photograph, else the name without
+    DSEC's trailing recording letter (``zurich_city_00_a`` -> ``zurich_city_00``)."""
+    import re
+
+    scene, _ = _scene_and_label(seq_dir)
+    return scene if scene is not None else re.sub(r"_[a-z]$", "", seq_dir.name)
 
 
 def _scene_and_label(seq_dir: Path) -> tuple[str | None, str | None]:

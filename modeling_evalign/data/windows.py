@@ -18,6 +18,12 @@ with ``numpy.random.default_rng(seed)``, then the first ``n_test = floor(n * tes
 ``test``, the next ``n_val = floor(n * val_fraction + 0.5)`` to ``validation`` and the rest to ``train``.
 The same names, fractions and seed always give the same assignment.
 
+Stratified variant (``groups``: name -> scene, e.g. DSEC's recordings of one place, or the photograph of a
+synthetic sequence): the same ``n_test`` and ``n_val``, but taken one sequence per scene in turn (scenes in a
+seeded order, each scene's sequences permuted by the same generator), never the last sequence of a scene while
+another scene can give one; so every scene keeps a training sequence whenever there are enough sequences, and
+held-out sequences show scenes seen in training from other paths.
+
 Retrieval positives: consecutive windows of one sequence show nearly the same scene (the camera moves
 little in one window), so "positive = same index" under-counts true matches. Use the sequence name (or
 sequence plus a coarse time bin) as the positive group when scoring retrieval on these datasets.
@@ -97,9 +103,11 @@ def nearest_frame_index(
 
 
 def assign_splits(
-    sequence_names: Iterable[str], val_fraction: float = 0.1, test_fraction: float = 0.1, seed: int = 0
+    sequence_names: Iterable[str], val_fraction: float = 0.1, test_fraction: float = 0.1, seed: int = 0,
+    groups: dict[str, str] | None = None,
 ) -> dict[str, str]:
-    """Sequence name -> split name by the documented split rule (see the module docstring)."""
+    """Sequence name -> split name by the documented split rule (see the module docstring); ``groups`` (name
+    -> scene) selects the stratified variant."""
     names = sorted(set(sequence_names))
     for field, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
         if not 0.0 <= value < 1.0:
@@ -112,8 +120,33 @@ def assign_splits(
             f"{n} sequence(s) cannot give a train split with val_fraction={val_fraction}, "
             f"test_fraction={test_fraction} ({n_val} validation + {n_test} test)"
         )
+    if groups is not None:
+        return _stratified(names, groups, n_test, n_val, seed)
     order = np.random.default_rng(seed).permutation(n)
     out = {}
     for rank, i in enumerate(order):
         out[names[i]] = "test" if rank < n_test else "validation" if rank < n_test + n_val else "train"
+    return out
+
+
+def _stratified(names: list[str], groups: dict[str, str], n_test: int, n_val: int, seed: int) -> dict[str, str]:
+    missing = [name for name in names if name not in groups]
+    if missing:
+        raise KeyError(f"groups has no scene for sequence(s) {missing[:5]}")
+    rng = np.random.default_rng(seed)
+    scenes = sorted({str(groups[name]) for name in names})
+    pools = {}
+    for scene in scenes:
+        members = [name for name in names if str(groups[name]) == scene]
+        pools[scene] = [members[i] for i in rng.permutation(len(members))]
+    order = [scenes[i] for i in rng.permutation(len(scenes))]
+    out = dict.fromkeys(names, "train")
+    turn = 0
+    for split, count in (("test", n_test), ("validation", n_val)):
+        for _ in range(count):
+            # the next scene in turn that keeps a training sequence after giving one; else any non-empty scene
+            ring = order[turn % len(order):] + order[: turn % len(order)]
+            scene = next((s for s in ring if len(pools[s]) > 1), None) or next(s for s in ring if pools[s])
+            out[pools[scene].pop()] = split
+            turn = order.index(scene) + 1
     return out

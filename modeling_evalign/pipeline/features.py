@@ -5,11 +5,13 @@ Two feature spaces, both from the same frozen tower:
 * the token space (``features/<duration>/<split>``; closed_form, lightweight, contrastive, reconstruction,
   rgb_reference, unaligned): EventGPT's spatial tokens of the window's 5 event frames (the per-patch mean over
   the frames, penultimate layer, CLS dropped) against Video-LLaVA's image target (the RGB frame's patch tokens of
-  the penultimate layer, CLS dropped), both flattened to ``[patches * hidden]``. Strict window retrieval needs
-  the layout these tokens keep: a pooled embedding of one camera path barely changes from window to window;
+  the penultimate layer, CLS dropped), stored as tokens ``[N, patches, hidden]``. The adapters map them token by
+  token (one map shared by every patch, as EventGPT's projector is applied); retrieval compares the flattened
+  ``[N, patches * hidden]`` tokens, whose layout strict window retrieval needs (a pooled embedding of one camera
+  path barely changes from window to window);
 * the embedding space (``features/<duration>/embed/<split>``; triple_modal, contrastive_image): targets are the
   tower's ``image_embeds`` (post-layernorm + visual projection of the last layer's CLS), the space its text
-  prompts share; event inputs are the same flattened event tokens.
+  prompts share; event inputs are the same event tokens, flattened.
 
 Targets are the RGB frame nearest the window's END.
 """
@@ -23,6 +25,7 @@ import torch
 from .config import PipelineConfig
 
 EVENT_REPRESENTATIONS = ("eventgpt_frames", "event_histogram")
+TOKEN_SPACE = "tokens: EventGPT spatial patch tokens vs RGB patch tokens, [N, patches, hidden]"
 
 
 def log(msg: str) -> None:
@@ -71,8 +74,8 @@ def extraction_options():
 
 
 def event_patch_tokens(tokens: torch.Tensor, num_patches: int) -> torch.Tensor:
-    """EventGPT tokens ``[N, F+1+P, D]`` -> the spatial patch tokens flattened ``[N, P*D]`` (no CLS, no temporal)."""
-    return tokens[:, -num_patches:].flatten(1).float()
+    """EventGPT tokens ``[N, F+1+P, D]`` -> the spatial patch tokens ``[N, P, D]`` (no CLS, no temporal)."""
+    return tokens[:, -num_patches:].float()
 
 
 @torch.inference_mode()
@@ -88,7 +91,7 @@ def build_splits(cfg: PipelineConfig, tree: Path, duration: str, cache_dir: Path
 
     builder = DsecAlignmentBuilder(
         config_name=duration, data_dir=str(tree), cache_dir=str(cache_dir), val_fraction=cfg.val_fraction,
-        test_fraction=cfg.test_fraction, representations=tuple(representations or EVENT_REPRESENTATIONS),
+        test_fraction=cfg.test_fraction, stratify_by_scene=True, representations=tuple(representations or EVENT_REPRESENTATIONS),
     )
     builder.download_and_prepare(num_proc=cfg.num_proc if cfg.num_proc > 1 else None)
     return {split: builder.as_dataset(split=split) for split in builder.info.splits}
@@ -105,7 +108,7 @@ def extract_splits(splits: dict, out: Path, tower) -> tuple[dict[str, Path], dic
     dirs, embed_dirs = {}, {}
     for split, ds in splits.items():
         dirs[split], embed_dirs[split] = out / split, out / "embed" / split
-        if (dirs[split] / "metadata.json").is_file() and (embed_dirs[split] / "metadata.json").is_file():
+        if _is_current(dirs[split]) and (embed_dirs[split] / "metadata.json").is_file():
             continue
         raw = out / "raw" / split
         cols = [c for c in ds.column_names if c != "event_histogram"]  # not needed here: skip decoding it
@@ -115,15 +118,22 @@ def extract_splits(splits: dict, out: Path, tower) -> tuple[dict[str, Path], dic
         num_patches = data.target_features.shape[1]
         events = event_patch_tokens(data.event_features, num_patches)
         meta = {"samples": data.samples_list(), "extraction": data.metadata.get("extraction")}
-        AlignmentDataset(events, data.target_features.flatten(1).float(),
-                         {**meta, "space": "tokens: EventGPT spatial patch tokens vs RGB patch tokens, flattened"}
+        AlignmentDataset(events, data.target_features.float(), {**meta, "space": TOKEN_SPACE}
                          ).save_to_directory(dirs[split])
         rgb = ds.select_columns(["rgb"])
         embeds = torch.cat([embed_images(tower, [np.asarray(im.convert("RGB")) for im in rgb[i : i + 64]["rgb"]])
                             for i in range(0, len(rgb), 64)])
-        AlignmentDataset(events, embeds, {**meta, "space": "embedding: RGB image_embeds"}
+        AlignmentDataset(events.flatten(1), embeds, {**meta, "space": "embedding: RGB image_embeds"}
                          ).save_to_directory(embed_dirs[split])
     return dirs, embed_dirs
+
+
+def _is_current(folder: Path) -> bool:
+    """A finished token-space directory of this layout (an older run's flattened features are re-derived)."""
+    import json
+
+    meta = folder / "metadata.json"
+    return meta.is_file() and json.loads(meta.read_text()).get("space") == TOKEN_SPACE
 
 
 def rgb_start_features(cfg: PipelineConfig, tree: Path, test, tower, space: str = "tokens") -> torch.Tensor:

@@ -5,9 +5,10 @@ Stages, each resumable (a finished stage's output is reused, an interrupted one 
 1. ``write_synthetic_dsec``: DSEC-format sequences made from scikit-image photographs (ESIM-style events);
    the CLIP tower: the proxy CLIP pretrained here on the generator's RGB frames (``features.proxy_clip``,
    cached after its first build) unless ``--clip`` names a real one (``openai/clip-vit-large-patch14-336``);
-2. ``DsecAlignmentBuilder``: the ``1s`` and ``200ms`` window datasets, split by sequence (``features``);
-3. features: EventGPT-style event frames and RGB targets through the same frozen tower, in its image-embedding
-   space (``features``);
+2. ``DsecAlignmentBuilder``: the ``1s`` and ``200ms`` window datasets, split by sequence and stratified by
+   scene, so every photograph has a training sequence and the held-out ones are new paths (``features``);
+3. features: EventGPT-style event frames and RGB targets through the same frozen tower: patch tokens
+   ``[N, P, D]`` (the token space) and the RGB frames' ``image_embeds`` (the embedding space) (``features``);
 4. strategies (``strategies``): ``lightweight``, ``contrastive``, ``triple_modal`` on features and
    ``contrastive_image`` (LoRA on the vision tower) through the Accelerate loop, on the train split;
 5. evaluation on the held-out test sequences (``report``), beside the references: ``unaligned`` (event
@@ -53,7 +54,8 @@ def _duration_rows(cfg: PipelineConfig, duration: str, tree: Path, out: Path, to
     test = AlignmentDataset.from_directory(dirs["test"])
     groups = test.metadata_column("sequence")
     log("    " + chance_line(duration, len(test), len(set(groups))))
-    ev, tg = test.event_features.float(), test.target_features.float()
+    # token features [N, P, D]: the adapters map them token by token; retrieval compares them flattened
+    ev, tg = test.event_features.float(), test.target_features.float().flatten(1)
     rows: list[StrategyRow] = []
 
     def add(strategy: str, queries: torch.Tensor, note: str = "") -> None:
@@ -61,7 +63,7 @@ def _duration_rows(cfg: PipelineConfig, duration: str, tree: Path, out: Path, to
 
     log(f"4/5 [{duration}] baselines and training on {len(train)} pairs ({time.perf_counter() - started:.0f} s)")
     if "unaligned" in want:
-        add("unaligned", ev)
+        add("unaligned", ev.flatten(1))
     if "closed_form" in want:
         add("closed_form", st.aligned(st.closed_form(cfg, train), ev), f"ridge {cfg.ridge:g}")
     runs = out / "runs" / duration
@@ -69,7 +71,8 @@ def _duration_rows(cfg: PipelineConfig, duration: str, tree: Path, out: Path, to
         if strategy in want:
             add(strategy, st.aligned(st.train_feature_strategy(cfg, strategy, dirs, runs / strategy, tower), ev))
     # the embedding-space rows: RGB image_embeds targets (the space of the tower's text prompts)
-    embed_tg = AlignmentDataset.from_directory(embed_dirs["test"]).target_features.float()
+    embed_test = AlignmentDataset.from_directory(embed_dirs["test"])
+    embed_tg = embed_test.target_features.float()
 
     def add_embed(strategy: str, queries: torch.Tensor, note: str) -> None:
         rows.append(StrategyRow(duration, strategy, evaluate_features(queries, embed_tg, groups), note))
@@ -77,8 +80,8 @@ def _duration_rows(cfg: PipelineConfig, duration: str, tree: Path, out: Path, to
     if "triple_modal" in want:
         with st.quiet_loading():
             model = st.train_feature_strategy(cfg, "triple_modal", embed_dirs, runs / "triple_modal", tower)
-            acc, chance = st.zero_shot_accuracy(model, test)
-        add_embed("triple_modal", st.aligned(model, ev), f"embedding space; zero-shot acc {100 * acc:.1f}% "
+            acc, chance = st.zero_shot_accuracy(model, embed_test)
+        add_embed("triple_modal", st.aligned(model, embed_test.event_features.float()), f"embedding space; zero-shot acc {100 * acc:.1f}% "
                                                           f"(chance {100 * chance:.1f}%)")
         rows[-1].metrics.update({"zero_shot/accuracy": acc, "zero_shot/chance": chance})
     if "contrastive_image" in want:

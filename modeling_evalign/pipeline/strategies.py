@@ -17,13 +17,15 @@ from .features import log
 
 
 def aligned(model, features: torch.Tensor) -> torch.Tensor:
+    """Aligned features ``[N, dim]``; token outputs ``[N, P, D]`` flattened to ``[N, P * D]`` for retrieval."""
     model.eval()
     with torch.inference_mode():
-        return model(event_features=features).aligned_features.float()
+        return model(event_features=features).aligned_features.float().flatten(1)
 
 
 def closed_form(cfg: PipelineConfig, train) -> torch.nn.Module:
-    """Ridge regression (float64, centred) from event to target features: the instant baseline."""
+    """Ridge regression (float64, centred) from event to target features, token by token (one map for every
+    patch): the instant baseline."""
     from ..lightweight.configuration_lightweight import LightweightAlignmentConfig
     from ..lightweight.modeling_lightweight import LightweightAlignmentModule
 
@@ -59,8 +61,8 @@ def train_feature_strategy(cfg: PipelineConfig, strategy: str, dirs: dict[str, P
         if strategy == "lightweight":  # warm-started at the ridge solution: a few epochs refine it
             extra = dict(closed_form_init=cfg.ridge, model_config=["adapter_type=\"linear\""],
                          num_epochs=cfg.lightweight_epochs)
-        elif strategy == "contrastive":
-            extra = dict(model_config=["projection_type=\"mlp\"", "hidden_dim=512"])
+        elif strategy == "contrastive":  # a per-token head; InfoNCE over the flattened token layout
+            extra = dict(model_config=["projection_type=\"mlp\"", "hidden_dim=512", "token_pooling=\"flatten\""])
         elif strategy == "triple_modal":
             # prompts in the words the tower was trained on (the proxy's captions say "a photo of the ...")
             prompts = [] if cfg.clip else ["image_prompt_template=\"a photo of the {}\""]

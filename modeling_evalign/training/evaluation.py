@@ -42,7 +42,8 @@ def evaluate(
     """Metrics of ``model`` (unwrapped) on ``dataset``; every process returns the same dict.
 
     Keys: ``mse`` and ``cosine`` (aligned vs the target features, or vs the frozen tower's image embeddings
-    for image strategies; token by token for token-level inputs), retrieval ``e2t/R@k``, ``t2e/R@k``, ``mean/R@k`` on pooled features (gallery: the model's
+    for image strategies; token by token for token-level inputs), retrieval ``e2t/R@k``, ``t2e/R@k``, ``mean/R@k`` on pooled features (the model's ``pool_tokens``
+    when it has one, else the token mean; gallery: the model's
     ``target_embeddings`` when it returns them, i.e. after a target head or the frozen image tower), and with
     ``with_loss`` the batch-size-weighted mean ``loss`` over batches of more than one row (InfoNCE of one
     row is meaningless). With an ``accelerator`` of several processes each encodes a contiguous shard and
@@ -56,6 +57,8 @@ def evaluate(
     rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator is not None else (0, 1)
     indices, n_real = shard_indices(len(dataset), rank, world)
     subset = dataset if world == 1 else Subset(dataset, indices)
+    # a model that pools tokens for its loss (contrastive's token_pooling) is scored on those same rows
+    pool = getattr(model, "pool_tokens", _pool)
     was_training = model.training
     model.eval()
     aligned, targets, queries, gallery = [], [], [], []
@@ -69,8 +72,8 @@ def evaluate(
             if with_loss and out.loss is not None and x.shape[0] > 1:
                 loss_sum += torch.tensor([float(out.loss) * x.shape[0], x.shape[0]], dtype=torch.float64)
             aligned.append(a.cpu())
-            queries.append(_pool(a).cpu())
-            gallery.append((emb if emb is not None else _pool(y)).float().cpu())
+            queries.append(pool(a).cpu())
+            gallery.append((emb if emb is not None else pool(y)).float().cpu())
             # the target in the aligned space: the target features, or the frozen tower's image embeddings
             target = y if y.shape == a.shape else emb if emb is not None and emb.shape == a.shape else None
             if target is not None:
