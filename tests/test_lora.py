@@ -72,6 +72,29 @@ def test_untrained_event_encoder_is_the_clip_tower(clip_dir):
     assert model.logit_scale.item() == pytest.approx(torch.log(torch.tensor(1 / 0.07)).item())
 
 
+def test_patch_token_features_against_the_tower_and_a_float64_info_nce(clip_dir):
+    model = _model(clip_dir, features="patch_tokens", token_layer=-2).eval()
+    x, y = _images(3, 0), _images(3, 5)
+    reference = CLIPVisionModelWithProjection.from_pretrained(clip_dir).eval()
+    with torch.no_grad():
+        out = model(event_pixel_values=x, pixel_values=y)
+        ev = reference(pixel_values=x, output_hidden_states=True).hidden_states[-2][:, 1:]
+        tg = reference(pixel_values=y, output_hidden_states=True).hidden_states[-2][:, 1:]
+    assert out.aligned_features.shape == ev.shape  # [B, patches, hidden]: what EventGPT's projector takes
+    torch.testing.assert_close(out.aligned_features, ev, rtol=0, atol=1e-6)
+    torch.testing.assert_close(out.target_embeddings, tg.flatten(1), rtol=0, atol=0)
+    a = torch.nn.functional.normalize(ev.flatten(1).double(), dim=-1)
+    b = torch.nn.functional.normalize(tg.flatten(1).double(), dim=-1)
+    logits = (1 / 0.07) * a @ b.T
+    target = torch.arange(3)
+    expected = 0.5 * (torch.nn.functional.cross_entropy(logits, target) + torch.nn.functional.cross_entropy(logits.T, target))
+    assert out.loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    with pytest.raises(ValueError, match="features"):
+        ContrastiveImageAlignmentConfig(features="cls")
+    with pytest.raises(ValueError, match="token_layer"):
+        ContrastiveImageAlignmentConfig(token_layer=0)
+
+
 def _train_step(model, lr=1e-2):
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
     model.train()

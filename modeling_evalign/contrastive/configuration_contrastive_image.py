@@ -6,6 +6,8 @@ import re
 
 from ..configuration_utils import EvalignConfig
 
+FEATURES = ("image_embeds", "patch_tokens")
+
 
 class ContrastiveImageAlignmentConfig(EvalignConfig):
     r"""
@@ -23,6 +25,12 @@ class ContrastiveImageAlignmentConfig(EvalignConfig):
             touches only the vision tower's attention q/v projections of every block.
         temperature: initial temperature; the learnable logit scale starts at ``ln(1 / temperature)``.
         max_logit_scale: cap of the exponentiated logit scale (CLIP: 100).
+        features: what is aligned. "image_embeds" (CEIA): the projected CLS embedding ``[B, P]``, the space
+            CLIP's text prompts share. "patch_tokens": the patch tokens of ``token_layer`` (CLS dropped)
+            ``[B, N, D]``, what EventGPT and Video-LLaVA feed their projector; the loss compares them
+            flattened (their layout, which tells windows of one camera path apart).
+        token_layer: hidden-state index of the "patch_tokens" features (-2: the penultimate layer, as
+            EventGPT and Video-LLaVA use).
     """
 
     model_type = "evalign_contrastive_image"
@@ -35,6 +43,8 @@ class ContrastiveImageAlignmentConfig(EvalignConfig):
     lora_target_modules: str = r".*vision_model.*\.(q_proj|v_proj)"
     temperature: float = 0.07
     max_logit_scale: float = 100.0
+    features: str = "image_embeds"
+    token_layer: int = -2
 
     def __post_init__(self, **kwargs):
         self._check(isinstance(self.clip_model_name_or_path, str) and bool(self.clip_model_name_or_path),
@@ -51,6 +61,9 @@ class ContrastiveImageAlignmentConfig(EvalignConfig):
         self._check(valid_regex, "lora_target_modules", "a valid regular expression")
         self._check(self.temperature > 0, "temperature", "> 0")
         self._check(self.max_logit_scale >= 1.0 / self.temperature, "max_logit_scale", ">= 1 / temperature")
+        self._check(self.features in FEATURES, "features", f"one of {FEATURES}")
+        self._check(isinstance(self.token_layer, int) and self.token_layer != 0, "token_layer",
+                    "a non-zero hidden-state index (0 is the patch embedding)")
         super().__post_init__(**kwargs)
 
 

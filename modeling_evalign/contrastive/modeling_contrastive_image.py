@@ -46,8 +46,9 @@ class ContrastiveImageAlignmentModel(EvalignPreTrainedModel):
 
     ``forward(event_pixel_values [B, 3, S, S], pixel_values [B, 3, S, S] | None)``: ``S`` is the CLIP image
     size; both inputs are CLIP-preprocessed (normalised) images. Returns a ``ContrastiveAlignmentOutput``
-    whose ``aligned_features`` ``[B, P]`` are the event embeddings and, when ``pixel_values`` is given,
-    ``target_embeddings`` ``[B, P]`` of the frozen tower and the symmetric InfoNCE ``loss`` (negatives
+    whose ``aligned_features`` ``[B, P]`` are the event embeddings (``features="patch_tokens"``: the event
+    patch tokens ``[B, N, D]``) and, when ``pixel_values`` is given, ``target_embeddings`` ``[B, P]`` of the
+    frozen tower (patch tokens: flattened ``[B, N * D]``) and the symmetric InfoNCE ``loss`` (negatives
     gathered across processes).
 
     Args:
@@ -103,7 +104,7 @@ class ContrastiveImageAlignmentModel(EvalignPreTrainedModel):
             if x is not None and (not isinstance(x, torch.Tensor) or x.dim() != 4 or x.shape[1] != 3):
                 shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
                 raise ValueError(f"{name} has shape {shape}: expected [B, 3, H, W] CLIP-preprocessed images")
-        event_embeds = self.event_encoder(pixel_values=event_pixel_values).image_embeds
+        event_embeds = self.encode(self.event_encoder, event_pixel_values)
         scale = self.loss_fn.scale(self.logit_scale)
         if pixel_values is None:
             return ContrastiveAlignmentOutput(aligned_features=event_embeds, logit_scale=scale)
@@ -112,9 +113,9 @@ class ContrastiveImageAlignmentModel(EvalignPreTrainedModel):
                 f"pixel_values has {pixel_values.shape[0]} images but event_pixel_values has {event_pixel_values.shape[0]}"
             )
         with torch.no_grad():
-            target_embeds = self.target_encoder(pixel_values=pixel_values).image_embeds
-        loss = self.loss_fn(event_embeds, target_embeds, self.logit_scale)
-        ev = nn.functional.normalize(event_embeds, dim=-1)
+            target_embeds = self.pool_tokens(self.encode(self.target_encoder, pixel_values))
+        loss = self.loss_fn(self.pool_tokens(event_embeds), target_embeds, self.logit_scale)
+        ev = nn.functional.normalize(self.pool_tokens(event_embeds), dim=-1)
         tg = nn.functional.normalize(target_embeds, dim=-1)
         return ContrastiveAlignmentOutput(
             loss=loss,
@@ -124,6 +125,19 @@ class ContrastiveImageAlignmentModel(EvalignPreTrainedModel):
             logits_per_event=scale * ev @ tg.T,
             logit_scale=scale,
         )
+
+    def encode(self, tower: nn.Module, pixel_values: torch.Tensor) -> torch.Tensor:
+        """``config.features`` of ``tower``: ``image_embeds`` ``[B, P]`` or the patch tokens of
+        ``config.token_layer`` ``[B, N, D]`` (CLS dropped)."""
+        if self.config.features == "image_embeds":
+            return tower(pixel_values=pixel_values).image_embeds
+        hidden = tower(pixel_values=pixel_values, output_hidden_states=True).hidden_states
+        return hidden[self.config.token_layer][:, 1:]
+
+    @staticmethod
+    def pool_tokens(x: torch.Tensor) -> torch.Tensor:
+        """The rows the loss and retrieval compare: embeddings as they are, patch tokens flattened."""
+        return x if x.dim() == 2 else x.flatten(1)
 
     # --- what a checkpoint holds -------------------------------------------------------------------------
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:

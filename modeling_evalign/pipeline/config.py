@@ -48,7 +48,7 @@ class PipelineConfig:
     lightweight_epochs: int = 5
     batch_size: int = 32
     learning_rate: float = 1e-3
-    # contrastive_image: LoRA (q/v) on a copy of the vision tower, CEIA histograms vs RGB frames
+    # contrastive_image: LoRA (q/v) on a copy of the vision tower, the last EventGPT frame vs RGB frames (tokens)
     image_epochs: int = 6
     image_batch_size: int = 32
     image_learning_rate: float = 5e-4

@@ -24,7 +24,7 @@ import torch
 
 from .config import PipelineConfig
 
-EVENT_REPRESENTATIONS = ("eventgpt_frames", "event_histogram")
+EVENT_REPRESENTATIONS = ("eventgpt_frames",)  # every row reads EventGPT frames (contrastive_image: the last one)
 TOKEN_SPACE = "tokens: EventGPT spatial patch tokens vs RGB patch tokens, [N, patches, hidden]"
 
 
@@ -111,8 +111,7 @@ def extract_splits(splits: dict, out: Path, tower) -> tuple[dict[str, Path], dic
         if _is_current(dirs[split]) and (embed_dirs[split] / "metadata.json").is_file():
             continue
         raw = out / "raw" / split
-        cols = [c for c in ds.column_names if c != "event_histogram"]  # not needed here: skip decoding it
-        extract_features(ds.select_columns(cols), raw, tower, options=extraction_options(), split=split,
+        extract_features(ds, raw, tower, options=extraction_options(), split=split,
                          batch_size=16)
         data = AlignmentDataset.from_directory(raw)
         num_patches = data.target_features.shape[1]

@@ -86,9 +86,9 @@ def _duration_rows(cfg: PipelineConfig, duration: str, tree: Path, out: Path, to
         rows[-1].metrics.update({"zero_shot/accuracy": acc, "zero_shot/chance": chance})
     if "contrastive_image" in want:
         log(f"    contrastive_image: LoRA on the vision tower ({time.perf_counter() - started:.0f} s)")
-        add_embed("contrastive_image", st.train_contrastive_image(cfg, splits, runs / "contrastive_image", tower,
-                                                                  vision, tree, duration),
-                  "embedding space; LoRA q/v, CEIA histograms")
+        add("contrastive_image", st.train_contrastive_image(cfg, splits, runs / "contrastive_image", tower,
+                                                            vision, tree, duration),
+            "LoRA q/v, last EventGPT frame, patch tokens")
     log(f"5/5 [{duration}] zero-paired-data references ({time.perf_counter() - started:.0f} s)")
     if "reconstruction" in want and st.have_firenet(cfg):
         add("reconstruction", st.reconstruction_features(cfg, tree, test, tower, vision), "FireNet")
