@@ -167,6 +167,47 @@ def test_bad_input_is_rejected(tower):
         wrong.zero_shot_classify(torch.randn(2, 24), CLASSES)
 
 
+def test_token_mode_terms_by_hand_round_trip_and_errors(tower, tmp_path):
+    from transformers import AutoModel
+
+    import modeling_evalign  # noqa: F401  (registers the Auto classes)
+
+    # patch tokens: 3 per window, width 24 on the event side and 20 on the RGB side; text space 16 wide
+    model = _model(tower, image_features="tokens", image_token_dim=20, logit_scale=20.0, event_text_weight=0.5,
+                   image_text_weight=0.0, prompt_mse_weight=0.0)
+    g = torch.Generator().manual_seed(7)
+    ev, img = torch.randn(5, 3, 24, generator=g), torch.randn(5, 3, 20, generator=g)
+    labels = torch.tensor([0, 3, 1, 3, 5])
+    with torch.no_grad():
+        out = model(ev, img, labels=labels)
+        tokens = model.event_head(ev).double()  # one map for every token
+        pooled = model.text_head.weight.double() @ tokens.mean(1).T
+        pooled = pooled.T + model.text_head.bias.double()
+        _, ev_prompts = (t.double() for t in model.prompt_features(CLASSES))
+    assert out.aligned_features.shape == (5, 3, 20) and out.text_embeddings.shape == (5, 16)
+    torch.testing.assert_close(out.text_embeddings.double(), pooled, rtol=1e-5, atol=1e-6)
+    e_i = _sym_ce_by_hand(tokens.flatten(1), img.flatten(1).double(), 20.0)  # the flattened token layouts
+    assert float(out.event_image_loss) == pytest.approx(e_i, rel=1e-5)
+    e_t = 0.0
+    for i, c in enumerate(labels.tolist()):
+        logits = [20.0 * float(pooled[i] @ ev_prompts[k] / (pooled[i].norm() * ev_prompts[k].norm())) for k in range(6)]
+        e_t += -(logits[c] - math.log(sum(math.exp(x) for x in logits))) / len(labels)
+    assert float(out.event_text_loss) == pytest.approx(e_t, rel=1e-5)
+    assert float(out.loss) == pytest.approx(e_i + 0.5 * e_t, rel=1e-5)
+    # zero-shot goes through the text head
+    torch.testing.assert_close(model.zero_shot_classify(ev, CLASSES).logits, out.logits_per_event)
+    model.save_pretrained(tmp_path / "tok")
+    loaded = AutoModel.from_pretrained(tmp_path / "tok")
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(ev).aligned_features, out.aligned_features, rtol=0, atol=0)
+    with pytest.raises(ValueError, match=r"token mode expects patch tokens \[B, N, 24\]"):
+        model(torch.randn(2, 24))
+    with pytest.raises(ValueError, match=r"target_features has shape \(5, 2, 20\)"):
+        model(ev, img[:, :2])
+    with pytest.raises(ValueError, match="image_features"):
+        TripleModalAlignmentConfig(image_features="pooled")
+
+
 def test_word_level_tokenizer_wraps_with_bos_eos():
     tok = build_word_level_tokenizer(["a photo of a car."])
     ids = tok("a photo of a truck.")["input_ids"]

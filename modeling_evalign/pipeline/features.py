@@ -2,16 +2,17 @@
 
 Two feature spaces, both from the same frozen tower:
 
-* the token space (``features/<duration>/<split>``; closed_form, lightweight, contrastive, reconstruction,
-  rgb_reference, unaligned): EventGPT's spatial tokens of the window's 5 event frames (the per-patch mean over
-  the frames, penultimate layer, CLS dropped) against Video-LLaVA's image target (the RGB frame's patch tokens of
-  the penultimate layer, CLS dropped), stored as tokens ``[N, patches, hidden]``. The adapters map them token by
-  token (one map shared by every patch, as EventGPT's projector is applied); retrieval compares the flattened
-  ``[N, patches * hidden]`` tokens, whose layout strict window retrieval needs (a pooled embedding of one camera
-  path barely changes from window to window);
-* the embedding space (``features/<duration>/embed/<split>``; triple_modal, contrastive_image): targets are the
-  tower's ``image_embeds`` (post-layernorm + visual projection of the last layer's CLS), the space its text
-  prompts share; event inputs are the same event tokens, flattened.
+* the token space (``features/<duration>/<split>``; every trained row, unaligned, reconstruction, rgb_reference):
+  EventGPT's spatial tokens of the window's 5 event frames (the per-patch mean over the frames, penultimate layer,
+  CLS dropped) against Video-LLaVA's image target (the RGB frame's patch tokens of the penultimate layer, CLS
+  dropped), stored as tokens ``[N, patches, hidden]``. The adapters map them token by token (one map shared by
+  every patch, as EventGPT's projector is applied); retrieval compares the flattened ``[N, patches * hidden]``
+  tokens, whose layout strict window retrieval needs (a pooled embedding of one camera path barely changes from
+  window to window);
+* the embedding space (``features/<duration>/embed/<split>``; rgb_reference/embed, the ceiling of pooled
+  embeddings): targets are the tower's ``image_embeds`` (post-layernorm + visual projection of the last layer's
+  CLS), the space its text prompts share; event inputs are the same event tokens, flattened. triple_modal
+  reaches that space through its text head (zero-shot classification).
 
 Targets are the RGB frame nearest the window's END.
 """

@@ -9,8 +9,9 @@ Stages, each resumable (a finished stage's output is reused, an interrupted one 
    scene, so every photograph has a training sequence and the held-out ones are new paths (``features``);
 3. features: EventGPT-style event frames and RGB targets through the same frozen tower: patch tokens
    ``[N, P, D]`` (the token space) and the RGB frames' ``image_embeds`` (the embedding space) (``features``);
-4. strategies (``strategies``): ``lightweight``, ``contrastive``, ``triple_modal`` on features and
-   ``contrastive_image`` (LoRA on the vision tower) through the Accelerate loop, on the train split;
+4. strategies (``strategies``): ``lightweight``, ``contrastive``, ``triple_modal`` (token mode: event-image
+   term on patch tokens, text terms through a text head) on features and ``contrastive_image`` (LoRA on the
+   vision tower, patch tokens) through the Accelerate loop, on the train split;
 5. evaluation on the held-out test sequences (``report``), beside the references: ``unaligned`` (event
    features as they are), ``closed_form`` (ridge, float64), ``reconstruction`` (FireNet frames -> the same
    tower: zero paired data) and ``rgb_reference`` (the RGB frame nearest the window's start as the query: the
@@ -70,19 +71,19 @@ def _duration_rows(cfg: PipelineConfig, duration: str, tree: Path, out: Path, to
     for strategy in ("lightweight", "contrastive"):
         if strategy in want:
             add(strategy, st.aligned(st.train_feature_strategy(cfg, strategy, dirs, runs / strategy, tower), ev))
-    # the embedding-space rows: RGB image_embeds targets (the space of the tower's text prompts)
+    # the embedding-space reference: RGB image_embeds targets (the space of the tower's text prompts)
     embed_test = AlignmentDataset.from_directory(embed_dirs["test"])
     embed_tg = embed_test.target_features.float()
 
     def add_embed(strategy: str, queries: torch.Tensor, note: str) -> None:
         rows.append(StrategyRow(duration, strategy, evaluate_features(queries, embed_tg, groups), note))
 
-    if "triple_modal" in want:
+    if "triple_modal" in want:  # token mode: event-image term on patch tokens, text terms through a text head
         with st.quiet_loading():
-            model = st.train_feature_strategy(cfg, "triple_modal", embed_dirs, runs / "triple_modal", tower)
-            acc, chance = st.zero_shot_accuracy(model, embed_test)
-        add_embed("triple_modal", st.aligned(model, embed_test.event_features.float()), f"embedding space; zero-shot acc {100 * acc:.1f}% "
-                                                          f"(chance {100 * chance:.1f}%)")
+            model = st.train_feature_strategy(cfg, "triple_modal", dirs, runs / "triple_modal", tower)
+            acc, chance = st.zero_shot_accuracy(model, test)
+        add("triple_modal", st.aligned(model, ev), f"patch tokens; zero-shot acc {100 * acc:.1f}% "
+                                                   f"(chance {100 * chance:.1f}%)")
         rows[-1].metrics.update({"zero_shot/accuracy": acc, "zero_shot/chance": chance})
     if "contrastive_image" in want:
         log(f"    contrastive_image: LoRA on the vision tower ({time.perf_counter() - started:.0f} s)")

@@ -48,7 +48,8 @@ def _base_config(cfg: PipelineConfig, strategy: str, out: Path, n_train: int, **
 
 def train_feature_strategy(cfg: PipelineConfig, strategy: str, dirs: dict[str, Path], out: Path, tower: str):
     """lightweight (warm-started from the ridge solution), contrastive (InfoNCE head) or triple_modal
-    (event-image + event-text + image-text terms; class prompts from the tower's own text encoder)."""
+    (event-image + event-text + image-text terms; class prompts from the tower's own text encoder), all token by
+    token on the token-space directories ``dirs``."""
     from transformers import AutoModel
 
     from ..data.alignment_dataset import AlignmentDataset
@@ -66,7 +67,9 @@ def train_feature_strategy(cfg: PipelineConfig, strategy: str, dirs: dict[str, P
         elif strategy == "triple_modal":
             # prompts in the words the tower was trained on (the proxy's captions say "a photo of the ...")
             prompts = [] if cfg.clip else ["image_prompt_template=\"a photo of the {}\""]
-            extra = dict(clip_model=tower, text_model=tower, label_key="label", model_config=prompts)
+            # token mode: the event-image term on the patch tokens (a per-token head), text through a text head
+            tokens = ["image_features=\"tokens\"", "hidden_dim=512"]
+            extra = dict(clip_model=tower, text_model=tower, label_key="label", model_config=prompts + tokens)
         config = _base_config(cfg, strategy, out, n_train,
                               train_dir=str(dirs["train"]),
                               val_dir=str(dirs["validation"]) if "validation" in dirs else None, **extra)

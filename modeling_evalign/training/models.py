@@ -37,9 +37,13 @@ def build_model(config: TrainConfig, data: TrainData | None = None, clip_model=N
         from ..triple_modal.configuration_triple_modal import TripleModalAlignmentConfig
         from ..triple_modal.modeling_triple_modal import TripleModalAlignmentModule
 
+        text_model = config.text_model or config.clip_model
+        dims = dict(event_dim=data.event_dim, target_dim=data.target_dim)
+        if overrides.get("image_features") == "tokens":  # image side: the RGB tokens; text space: the tower's
+            dims = dict(event_dim=data.event_dim, image_token_dim=data.target_dim,
+                        target_dim=overrides.pop("target_dim", None) or _text_projection_dim(text_model))
         return TripleModalAlignmentModule(TripleModalAlignmentConfig(
-            event_dim=data.event_dim, target_dim=data.target_dim, class_names=data.class_names,
-            text_model_id=config.text_model or config.clip_model, **overrides,
+            **dims, class_names=data.class_names, text_model_id=text_model, **overrides,
         ))
     lora = dict(clip_model_name_or_path=config.clip_model, clip_revision=config.clip_revision, lora_r=config.lora_r,
                 lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout)
@@ -56,6 +60,14 @@ def build_model(config: TrainConfig, data: TrainData | None = None, clip_model=N
     from ..contrastive.modeling_contrastive_image import ContrastiveImageAlignmentModel
 
     return ContrastiveImageAlignmentModel(ContrastiveImageAlignmentConfig(**lora, **overrides), clip_model=clip_model)
+
+
+def _text_projection_dim(text_model: str) -> int:
+    """``projection_dim`` of a CLIP checkpoint's text tower (config only, no weights)."""
+    from transformers import AutoConfig
+
+    clip = AutoConfig.from_pretrained(text_model)
+    return int(getattr(clip, "projection_dim", None) or clip.text_config.projection_dim)
 
 
 def image_size(config: TrainConfig) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from ..configuration_utils import EvalignConfig
 
 PROJECTION_TYPES = ("linear", "mlp")
+IMAGE_FEATURES = ("embeds", "tokens")
 
 
 class TripleModalAlignmentConfig(EvalignConfig):
@@ -24,9 +25,18 @@ class TripleModalAlignmentConfig(EvalignConfig):
         ``+ prompt_mse_weight * MSE(image-prompt text, event-prompt text)``
     EventBind's defaults are 1, 1, 1, 2 with a fixed scale of 100.
 
+    Token mode (``image_features="tokens"``): event features are patch tokens ``[B, N, event_dim]`` and the
+    image side is the RGB frame's patch tokens ``[B, N, image_token_dim]`` (what EventGPT's projector consumes).
+    The event head maps tokens one by one (one map for every patch) and the event-image term compares the
+    flattened token layouts, which tell windows of one camera path apart where a pooled embedding cannot; a
+    linear text head on the mean aligned token gives the event embedding in the text space (``target_dim``)
+    for the event-text term and zero-shot classification.
+
     Args:
         event_dim: width of the event features (input).
-        target_dim: width of the CLIP image/text embeddings (output space).
+        target_dim: width of the CLIP image/text embeddings (the text space; the output space in embeds mode).
+        image_features: "embeds" (image embeddings ``[B, target_dim]``) or "tokens" (see above).
+        image_token_dim: width of the RGB patch tokens in token mode (default: ``event_dim``).
         projection_type: event head, "linear" or "mlp" (Linear-GELU-Linear with ``hidden_dim``).
         hidden_dim: hidden width of the "mlp" head.
         event_text_weight, event_image_weight, image_text_weight, prompt_mse_weight: loss weights (>= 0).
@@ -48,6 +58,8 @@ class TripleModalAlignmentConfig(EvalignConfig):
     target_dim: int = 768
     projection_type: str = "mlp"
     hidden_dim: int = 1024
+    image_features: str = "embeds"
+    image_token_dim: int | None = None
     event_text_weight: float = 1.0
     event_image_weight: float = 1.0
     image_text_weight: float = 1.0
@@ -66,6 +78,9 @@ class TripleModalAlignmentConfig(EvalignConfig):
     def __post_init__(self, **kwargs):
         self._check_positive_ints("event_dim", "target_dim", "hidden_dim", "max_text_length")
         self._check(self.projection_type in PROJECTION_TYPES, "projection_type", f"one of {PROJECTION_TYPES}")
+        self._check(self.image_features in IMAGE_FEATURES, "image_features", f"one of {IMAGE_FEATURES}")
+        self._check(self.image_token_dim is None or (isinstance(self.image_token_dim, int) and self.image_token_dim > 0),
+                    "image_token_dim", "a positive int or None")
         weights = ("event_text_weight", "event_image_weight", "image_text_weight", "prompt_mse_weight")
         for name in weights:
             self._check(getattr(self, name) >= 0, name, ">= 0")

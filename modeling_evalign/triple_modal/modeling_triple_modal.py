@@ -22,7 +22,9 @@ class TripleModalOutput(AlignmentOutput):
     r"""
     loss (`torch.Tensor` of shape `()`, *optional*): weighted sum of the terms below that were computed.
     aligned_features (`torch.Tensor` of shape `(batch_size, target_dim)`): event features in the CLIP space
-        (not normalised).
+        (not normalised); in token mode the aligned patch tokens `(batch_size, num_tokens, image_token_dim)`.
+    text_embeddings (`torch.Tensor` of shape `(batch_size, target_dim)`): the event embeddings the text terms
+        compare (= `aligned_features` in embeds mode; the text head of the mean aligned token in token mode).
     event_image_loss (`torch.Tensor` of shape `()`, *optional*): symmetric InfoNCE event <-> image
         (when `target_features` is given).
     event_text_loss (`torch.Tensor` of shape `()`, *optional*): with `labels`, cross entropy of the event
@@ -36,6 +38,7 @@ class TripleModalOutput(AlignmentOutput):
     logit_scale (`torch.Tensor` of shape `()`): the (clamped) logit scale used.
     """
 
+    text_embeddings: torch.Tensor | None = None
     event_image_loss: torch.Tensor | None = None
     event_text_loss: torch.Tensor | None = None
     image_text_loss: torch.Tensor | None = None
@@ -72,10 +75,12 @@ class TripleModalAlignmentModule(EvalignPreTrainedModel):
     def __init__(self, config: TripleModalAlignmentConfig):
         super().__init__(config)
         d_in, d = config.event_dim, config.target_dim
+        d_out = self.image_dim  # the image side: embeddings (target_dim) or patch tokens (image_token_dim)
         if config.projection_type == "linear":
-            self.event_head = nn.Sequential(nn.Linear(d_in, d))
+            self.event_head = nn.Sequential(nn.Linear(d_in, d_out))
         else:
-            self.event_head = nn.Sequential(nn.Linear(d_in, config.hidden_dim), nn.GELU(), nn.Linear(config.hidden_dim, d))
+            self.event_head = nn.Sequential(nn.Linear(d_in, config.hidden_dim), nn.GELU(), nn.Linear(config.hidden_dim, d_out))
+        self.text_head = nn.Linear(d_out, d) if self.token_mode else None
         self.event_prompt_adapter = nn.Linear(d, d)
         log_scale = torch.tensor(math.log(config.logit_scale))
         if config.learnable_logit_scale:
@@ -155,10 +160,34 @@ class TripleModalAlignmentModule(EvalignPreTrainedModel):
         return self._prompt_cache[key]
 
     # -- embedding ----------------------------------------------------------------------------------
+    @property
+    def token_mode(self) -> bool:
+        return self.config.image_features == "tokens"
+
+    @property
+    def image_dim(self) -> int:
+        """Width of the image features the event-image term compares."""
+        cfg = self.config
+        return (cfg.image_token_dim or cfg.event_dim) if self.token_mode else cfg.target_dim
+
     def align(self, event_features: torch.Tensor) -> torch.Tensor:
-        """``[B, event_dim]`` -> ``[B, target_dim]`` event embeddings in the CLIP space."""
-        self._check_features(event_features, "event_features", self.config.event_dim, allow_tokens=False)
+        """``[B, event_dim]`` -> ``[B, target_dim]`` event embeddings in the CLIP space; token mode: patch tokens
+        ``[B, N, event_dim]`` -> ``[B, N, image_token_dim]``, token by token."""
+        if self.token_mode and not (isinstance(event_features, torch.Tensor) and event_features.dim() == 3):
+            shape = tuple(event_features.shape) if isinstance(event_features, torch.Tensor) else type(event_features).__name__
+            raise ValueError(f"event_features has shape {shape}: token mode expects patch tokens "
+                             f"[B, N, {self.config.event_dim}]")
+        self._check_features(event_features, "event_features", self.config.event_dim, allow_tokens=self.token_mode)
         return self.event_head(event_features)
+
+    def text_embeddings(self, aligned: torch.Tensor) -> torch.Tensor:
+        """Aligned event features -> their embedding in the text space ``[B, target_dim]``."""
+        return self.text_head(aligned.mean(dim=1)) if self.token_mode else aligned
+
+    @staticmethod
+    def pool_tokens(x: torch.Tensor) -> torch.Tensor:
+        """The rows the event-image term (and retrieval) compares: embeddings as they are, tokens flattened."""
+        return x if x.dim() == 2 else x.flatten(1)
 
     def adapt_event_prompts(self, prompt_features: torch.Tensor) -> torch.Tensor:
         """Event-prompt text embeddings after the trainable residual adapter ``x + A x + b``."""
@@ -191,16 +220,19 @@ class TripleModalAlignmentModule(EvalignPreTrainedModel):
         """
         cfg = self.config
         aligned = self.align(event_features)
+        text_emb = self.text_embeddings(aligned)
         scale = self.scale()
-        out = TripleModalOutput(aligned_features=aligned, logit_scale=scale)
+        out = TripleModalOutput(aligned_features=aligned, text_embeddings=text_emb, logit_scale=scale)
         terms: list[torch.Tensor] = []
         if labels is not None and caption_features is not None:
             raise ValueError("pass labels (class prompts) or caption_features, not both")
         if target_features is not None:
-            self._check_features(target_features, "target_features", cfg.target_dim, allow_tokens=False)
-            if target_features.shape[0] != aligned.shape[0]:
-                raise ValueError(f"target_features has {target_features.shape[0]} rows: expected {aligned.shape[0]}")
-            out.event_image_loss = self.clip_loss(aligned, target_features, self.logit_scale_log)
+            self._check_features(target_features, "target_features", self.image_dim, allow_tokens=self.token_mode)
+            if target_features.shape[:-1] != aligned.shape[:-1]:
+                raise ValueError(f"target_features has shape {tuple(target_features.shape)}: expected "
+                                 f"{tuple(aligned.shape[:-1]) + (self.image_dim,)} (one per event row / token)")
+            out.event_image_loss = self.clip_loss(self.pool_tokens(aligned), self.pool_tokens(target_features),
+                                                  self.logit_scale_log)
             terms.append(cfg.event_image_weight * out.event_image_loss)
         image_text = event_text = None
         if labels is not None:
@@ -217,7 +249,7 @@ class TripleModalAlignmentModule(EvalignPreTrainedModel):
                 raise ValueError(f"labels must lie in [0, {num_classes}) (one per class prompt)")
             event_text = self.adapt_event_prompts(event_prompt_features)
             image_text = image_prompt_features
-            logits = scale * F.normalize(aligned, dim=-1) @ F.normalize(event_text, dim=-1).T
+            logits = scale * F.normalize(text_emb, dim=-1) @ F.normalize(event_text, dim=-1).T
             out.logits_per_event = logits
             out.event_text_loss = F.cross_entropy(logits, labels)
         elif caption_features is not None:
@@ -226,7 +258,7 @@ class TripleModalAlignmentModule(EvalignPreTrainedModel):
                 raise ValueError(f"caption_features has {caption_features.shape[0]} rows: expected {aligned.shape[0]}")
             event_text = self.adapt_event_prompts(caption_features)
             image_text = caption_features
-            out.event_text_loss = self.clip_loss(aligned, event_text, self.logit_scale_log)
+            out.event_text_loss = self.clip_loss(text_emb, event_text, self.logit_scale_log)
         if out.event_text_loss is not None:
             terms.append(cfg.event_text_weight * out.event_text_loss)
             if image_text.shape[0] > 1:  # a contrastive term needs at least two rows
@@ -252,7 +284,7 @@ class TripleModalAlignmentModule(EvalignPreTrainedModel):
             )
         names = list(class_names) if class_names is not None else list(self.config.class_names or [])
         _, event_prompts = self.prompt_features(names)
-        aligned = F.normalize(self.align(events_or_features), dim=-1)
+        aligned = F.normalize(self.text_embeddings(self.align(events_or_features)), dim=-1)
         text = F.normalize(self.adapt_event_prompts(event_prompts), dim=-1)
         logits = self.scale() * aligned @ text.T
         probs = logits.softmax(dim=-1)
