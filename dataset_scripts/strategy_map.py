@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Measured strategy map: sweep training-set size x strategy x hyperparameters, write a markdown report.
 
-    python dataset_scripts/strategy_map.py --pipeline-dir outputs/demo --durations 200ms 1s \\
+    python dataset_scripts/strategy_map.py --pipeline-dir outputs/demo --durations 200ms 1s --tokens \\
         --sizes 200ms=250,500,1000,2000,all 1s=100,200,400,700,all --out reports/strategy_map
 
 Each ``--features DURATION=ROOT`` (or ``--pipeline-dir DIR``, meaning ``DIR/features/<duration>``) holds the
@@ -172,6 +172,9 @@ def build_parser() -> ArgumentParser:
     ap.add_argument("--project", default=None, metavar="CLIP",
                     help="map raw last-layer features into CLIP's image-embedding space with this tower's "
                          "post-layernorm + visual projection (the main job's feature space)")
+    ap.add_argument("--tokens", action="store_true",
+                    help="keep token features [N, P, D] (the main job's patch tokens): strategies map them token by "
+                         "token and retrieval compares the flattened tokens (default: mean-pool them to [N, D])")
     ap.add_argument("--positive-pad-us", type=float, default=0.0,
                     help="widen every window by this many µs on each side before the overlap test of retrieval "
                          "positives (0: overlapping windows only; DSEC windows of one duration do not overlap)")
@@ -195,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
             raise CLIError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.positive_pad_us < 0:
         raise CLIError(f"--positive-pad-us must be >= 0, got {args.positive_pad_us}")
+    if args.tokens and args.project:
+        raise CLIError("--tokens keeps the features as they are: drop --project")
     if args.features:
         roots = _parse_features(args.features)
     else:
@@ -219,8 +224,8 @@ def main(argv: list[str] | None = None) -> int:
         findings = path.read_text()
     started = time.perf_counter()
     transform, transform_id = (None, None) if not args.project else _projection(args.project)
-    data = {d: sm.load_duration(d, root, seed=args.seed, transform=transform, transform_id=transform_id)
-            for d, root in roots.items()}
+    data = {d: sm.load_duration(d, root, seed=args.seed, transform=transform, transform_id=transform_id,
+                                tokens=args.tokens) for d, root in roots.items()}
     widths = {d: (x.splits["train"].event_dim, x.splits["train"].target_dim) for d, x in data.items()}
     sizes = {d: sm.resolve_sizes(sizes_req[d], data[d].n_train) for d in durations}
     settings = sm.TrainSettings(steps=args.steps, min_epochs=args.min_epochs, batch_size=args.batch_size,

@@ -13,25 +13,25 @@ paired samples  target            recommendation
 >= 10,000       best              triple_modal
 ==============  ================  ======================================================
 
-Measured beside these thresholds (``reports/strategy_map/README.md``: synthetic DSEC at the brief's sizes,
-200ms 5,600 / 1s 1,120 windows, features of the proxy CLIP pretrained here, best of a small hyperparameter grid
-per size chosen on validation, test R@1 on held-out sequences):
+Measured beside these thresholds (synthetic DSEC at the brief's sizes, 200ms 5,600 / 1s 1,120 windows, features
+of the proxy CLIP pretrained here, best of a small hyperparameter grid per size chosen on validation, test R@1 on
+held-out sequences):
 
-* contrastive never overtakes the lightweight adapter: at 1s lightweight leads contrastive and triple_modal at
-  every size from 50 to 672 pairs (no crossover in range); at 200ms (250 to 3,360 pairs) all strategies stay
-  within binomial noise of each other. This agrees with "lightweight below 5,000 pairs, contrastive from
-  5,000"; the 5,000 and 10,000 points lie beyond the data, so those defaults are kept, not confirmed.
-* the closed-form ridge fit (instant) crosses the lightweight adapter at 528 pairs at 1s (it overtakes
-  contrastive at 272 and triple_modal at 400), every gap at about two standard errors: below ~500 pairs train
-  the adapter, above it the ridge fit is as good.
+* POOLED features (one vector per window; ``reports/strategy_map_pooled/README.md``), the brief's setting: at 1s
+  lightweight leads contrastive and triple_modal at every size from 50 to 672 pairs (no crossover in range); at
+  200ms (250 to 3,360 pairs) all strategies stay within binomial noise of each other. This agrees with
+  "lightweight below 5,000 pairs, contrastive from 5,000"; the 5,000 and 10,000 points lie beyond the data, so
+  those defaults are kept, not confirmed. The closed-form ridge fit crosses the lightweight adapter at 528 pairs
+  at 1s (it overtakes contrastive at 272 and triple_modal at 400).
+* TOKEN features (the patch tokens EventGPT's projector takes, mapped token by token; the main job;
+  ``reports/strategy_map/README.md``) contradict the brief's thresholds: contrastive is ahead of every other
+  strategy at every size, from 50 pairs at 1s (40% strict mean R@1 against 0.36% chance; 67% at 672 pairs) and
+  from 250 at 200ms (20%; 24% at 3,360), triple_modal second (52% / 18% at the largest sizes) and the ridge fit
+  and the lightweight adapter level (25% / 5%; they cross at 400 pairs at 1s). ``features="tokens"`` applies
+  these measured thresholds: contrastive from 50 pairs.
 * the 1,000-pair minimum for a trained adapter is conservative on this data (at 1s an adapter beats the
-  unaligned features from ~100 pairs), but the map has no reconstruction row, so the reconstruction-vs-adapter
-  threshold is unmeasured and 1,000 is kept.
-
-These numbers are for POOLED features (one vector per window). On token-level features mapped token by token
-(the main job, ``python -m modeling_evalign.pipeline``), 80 pairs at 1s already give 52% strict mean R@1 for the
-ridge fit and the lightweight adapter and 80% for the contrastive head (chance 2.1%): with tokens the contrastive
-head leads far below 5,000 pairs. The thresholds stay those of the pooled map until it is re-run on tokens.
+  unaligned features from ~50-100 pairs), but the maps have no reconstruction row, so the
+  reconstruction-vs-adapter threshold is unmeasured and 1,000 is kept for pooled features.
 """
 
 from __future__ import annotations
@@ -40,6 +40,10 @@ from dataclasses import dataclass, field
 
 #: target_performance values accepted by :func:`auto_select_alignment_strategy`.
 TARGET_PERFORMANCES = ("fast", "good", "best")
+#: feature layouts accepted by :func:`auto_select_alignment_strategy`.
+FEATURE_LAYOUTS = ("pooled", "tokens")
+#: the smallest training set of the token-feature strategy map (1s), where contrastive already led
+TOKEN_MIN_PAIRS = 50
 
 
 @dataclass(frozen=True)
@@ -98,7 +102,10 @@ def _requirement(p: StrategyProfile) -> str:
     return f"at least {p.min_pairs:,} paired samples, {p.recommended_pairs:,}+ recommended"
 
 
-def _validate(has_paired_data: object, data_size: object, has_e2vid: object, target_performance: object) -> None:
+def _validate(has_paired_data: object, data_size: object, has_e2vid: object, target_performance: object,
+              features: object = "pooled") -> None:
+    if features not in FEATURE_LAYOUTS:
+        raise ValueError(f"features must be one of {list(FEATURE_LAYOUTS)}, got {features!r}")
     for name, value in (("has_paired_data", has_paired_data), ("has_e2vid", has_e2vid)):
         if not isinstance(value, bool):
             raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
@@ -121,25 +128,33 @@ def auto_select_alignment_strategy(
     data_size: int = 0,
     has_e2vid: bool = False,
     target_performance: str = "good",
+    features: str = "pooled",
 ) -> StrategyRecommendation:
     """Recommend an alignment strategy (see the module docstring for the rules).
 
-    The thresholds are the brief's (lightweight from 1,000 pairs, contrastive from 5,000, triple_modal from
-    10,000). The measured strategy map (``reports/strategy_map/README.md``) finds no crossover where
-    contrastive overtakes the lightweight adapter up to 3,360 (200ms) / 672 (1s) pairs, consistent with the
-    5,000 default; at 1s the ridge fit crosses the adapter at 528 pairs. The module docstring has the details.
+    ``features="pooled"`` (default): the brief's thresholds (lightweight from 1,000 pairs, contrastive from
+    5,000, triple_modal from 10,000). The pooled strategy map (``reports/strategy_map_pooled/README.md``) finds
+    no crossover where contrastive overtakes the lightweight adapter up to 3,360 (200ms) / 672 (1s) pairs,
+    consistent with the 5,000 default; at 1s the ridge fit crosses the adapter at 528 pairs.
+    ``features="tokens"`` (patch tokens mapped token by token, as the main job does): the token map
+    (``reports/strategy_map/README.md``) has contrastive ahead from 50 pairs, so it is recommended from
+    ``TOKEN_MIN_PAIRS`` (50) pairs; ``target_performance="fast"`` gives the lightweight adapter (its ridge fit
+    is instant). The module docstring has the details.
 
     Args:
         has_paired_data: whether paired event/RGB samples exist.
         data_size: number of paired samples (0 when there are none).
         has_e2vid: whether a pre-trained E2VID/FireNet checkpoint is available.
         target_performance: ``"fast"`` (lowest cost), ``"good"`` or ``"best"`` (highest quality).
+        features: ``"pooled"`` (one vector per sample) or ``"tokens"`` (patch tokens, token by token).
 
     Raises:
         TypeError / ValueError: on wrong types, negative sizes, contradictory inputs or an unknown target.
     """
-    _validate(has_paired_data, data_size, has_e2vid, target_performance)
+    _validate(has_paired_data, data_size, has_e2vid, target_performance, features)
     pairs = data_size if has_paired_data else 0
+    if features == "tokens":
+        return _for_tokens(pairs, has_e2vid, target_performance)
     reasons: list[str] = []
     warnings: list[str] = []
     alternatives: dict[str, str] = {}
@@ -195,6 +210,38 @@ def auto_select_alignment_strategy(
         alternatives=alternatives,
         warnings=warnings,
     )
+
+
+def _for_tokens(pairs: int, has_e2vid: bool, target_performance: str) -> StrategyRecommendation:
+    """The measured thresholds of the token-feature strategy map (see the module docstring)."""
+    reasons, warnings, alternatives = [], [], {}
+    if pairs < TOKEN_MIN_PAIRS:
+        strategy = "reconstruction"
+        reasons.append(f"{pairs:,} paired samples is below the {TOKEN_MIN_PAIRS} of the smallest measured training set; "
+                       "reconstruction needs no pairs")
+        if has_e2vid:
+            reasons.append("a pre-trained E2VID/FireNet checkpoint is available")
+        else:
+            warnings.append("reconstruction needs a pre-trained E2VID or FireNet checkpoint: obtain one first")
+        alternatives["contrastive"] = f"once {TOKEN_MIN_PAIRS}+ paired samples are collected"
+    elif target_performance == "fast":
+        strategy = "lightweight"
+        reasons.append("target_performance='fast': the lightweight adapter's ridge fit (fit_closed_form) is instant")
+        alternatives["contrastive"] = "for 2-3x the retrieval R@1 on tokens (minutes of training on features)"
+    else:
+        strategy = "contrastive"
+        reasons.append(f"{pairs:,} paired samples: on token features contrastive led every strategy from "
+                       f"{TOKEN_MIN_PAIRS} pairs in the measured strategy map")
+        alternatives["triple_modal"] = "when zero-shot classes from text prompts are needed (second in retrieval)"
+        alternatives["lightweight"] = "for an instant ridge-fit baseline"
+    if strategy != "reconstruction" and has_e2vid:
+        alternatives["reconstruction"] = "as a no-training baseline (~15 ms per sample)"
+    profile = STRATEGY_PROFILES[strategy]
+    requirement = (_requirement(profile) if strategy == "reconstruction"
+                   else f"at least {TOKEN_MIN_PAIRS} paired samples on token features (measured)")
+    return StrategyRecommendation(strategy=strategy, reasons=reasons, data_requirement=requirement,
+                                  expected_latency=profile.inference_latency, training_time=profile.training_time,
+                                  alternatives=alternatives, warnings=warnings)
 
 
 def format_strategy_recommendation(rec: StrategyRecommendation) -> str:

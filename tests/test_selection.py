@@ -116,25 +116,52 @@ def test_h2_modules_import_nothing_heavy():
     assert out.strip() == "[]"
 
 
-def test_docstrings_quote_the_measured_strategy_map():
-    """The crossovers quoted in selection.py are the ones in the committed report's results.json."""
+def test_docstrings_quote_the_measured_strategy_maps():
+    """The crossovers quoted in selection.py are the ones in the committed reports' results.json (the pooled
+    map and the token map)."""
     import json
     import re
     from pathlib import Path
 
     import modeling_evalign.selection as selection
 
-    results = Path(__file__).resolve().parents[1] / "reports" / "strategy_map" / "results.json"
-    if not results.is_file():
-        pytest.skip(f"{results} is not in this checkout")
-    data = json.loads(results.read_text())
-    rows = {(r["a"], r["b"]): r for r in data["crossovers"] if r["duration"] == "1s" and r["metric"] == "mean/R@1"}
+    reports = Path(__file__).resolve().parents[1] / "reports"
+    pooled, tokens = reports / "strategy_map_pooled" / "results.json", reports / "strategy_map" / "results.json"
+    if not (pooled.is_file() and tokens.is_file()):
+        pytest.skip(f"{pooled} or {tokens} is not in this checkout")
     doc = " ".join(selection.__doc__.split())
+
+    def crossings(path, duration):
+        data = json.loads(path.read_text())
+        return {(r["a"], r["b"]): r for r in data["crossovers"] if r["duration"] == duration and r["metric"] == "mean/R@1"}
+
+    rows = crossings(pooled, "1s")
     for (a, b), phrase in ((("closed_form", "lightweight"), r"crosses the lightweight adapter at (\d+) pairs"),
                            (("closed_form", "contrastive"), r"overtakes contrastive at (\d+)"),
                            (("closed_form", "triple_modal"), r"and triple_modal at (\d+)")):
         quoted = int(re.search(phrase, doc).group(1))
         assert [round(c["pairs"]) for c in rows[(a, b)]["crossovers"]] == [quoted]
-    assert rows[("lightweight", "contrastive")]["crossovers"] == []
     assert rows[("lightweight", "contrastive")]["ahead_throughout"] == "lightweight"
     assert "528 pairs" in " ".join(selection.auto_select_alignment_strategy.__doc__.split())
+    # the token map: contrastive ahead of every other strategy throughout, at both durations
+    for duration in ("1s", "200ms"):
+        rows = crossings(tokens, duration)
+        for other in ("closed_form", "lightweight", "triple_modal"):
+            pair = (other, "contrastive") if (other, "contrastive") in rows else ("contrastive", other)
+            assert rows[pair]["crossovers"] == [] and rows[pair]["ahead_throughout"] == "contrastive"
+    quoted = int(re.search(r"they cross at (\d+) pairs at 1s", doc).group(1))
+    assert [round(c["pairs"]) for c in crossings(tokens, "1s")[("closed_form", "lightweight")]["crossovers"]] == [quoted]
+    sizes = json.loads(tokens.read_text())["sizes"]["1s"]
+    assert min(sizes) == selection.TOKEN_MIN_PAIRS
+
+
+def test_token_features_use_the_measured_thresholds():
+    from modeling_evalign.selection import TOKEN_MIN_PAIRS
+
+    assert auto_select_alignment_strategy(True, TOKEN_MIN_PAIRS, features="tokens").strategy == "contrastive"
+    assert auto_select_alignment_strategy(True, 120, features="tokens", target_performance="fast").strategy == "lightweight"
+    low = auto_select_alignment_strategy(True, TOKEN_MIN_PAIRS - 1, features="tokens")
+    assert low.strategy == "reconstruction" and low.warnings
+    assert auto_select_alignment_strategy(True, 120).strategy == "reconstruction"  # pooled: the brief's 1,000
+    with pytest.raises(ValueError, match="features must be one of"):
+        auto_select_alignment_strategy(True, 120, features="patches")

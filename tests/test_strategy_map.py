@@ -135,6 +135,50 @@ def test_closed_form_record_against_independent_ridge_and_recall(sweep):
     assert got["mse"] == pytest.approx(float(((pred - tgt) ** 2).mean()), rel=1e-4)
 
 
+def test_token_mode_maps_tokens_one_by_one_and_retrieves_flattened(tmp_path):
+    """--tokens: [N, P, D] features stay tokens; closed_form is one ridge map for every token (numpy float64),
+    retrieval compares the flattened layouts; every strategy (triple_modal in token mode) runs on them."""
+    g = np.random.default_rng(3)
+    w_true = g.normal(size=(8, 8))
+    for split, n in (("train", 60), ("validation", 20), ("test", 20)):
+        x = g.normal(size=(n, 3, 8))
+        y = x @ w_true + 0.3 * g.normal(size=(n, 3, 8))
+        samples = [{"sequence": f"{split}_{i // 10}", "window_start_us": (i % 10) * 10**6,
+                    "window_end_us": (i % 10 + 1) * 10**6, "scene": SCENES[i % 3]} for i in range(n)]
+        AlignmentDataset(torch.tensor(x, dtype=torch.float32), torch.tensor(y, dtype=torch.float32),
+                         {"samples": samples}).save_to_directory(tmp_path / "1s" / split)
+    out = tmp_path / "report"
+    argv = ["--features", f"1s={tmp_path / '1s'}", "--tokens", "--out", str(out), "--sizes", "16", "all",
+            "--steps", "6", "--min-epochs", "1", "--batch-size", "16", "--grid", "lightweight.width=0",
+            "lightweight.lr=3e-3", "contrastive.lr=3e-3", "contrastive.temperature=0.1", "contrastive.width=0",
+            "triple_modal.lr=3e-3", "triple_modal.temperature=0.07", "triple_modal.width=0",
+            "closed_form.ridge=0.1", "--tiny-text-tower", "--no-progress"]
+    threads = torch.get_num_threads()
+    try:
+        assert _script().main(argv) == 0
+    finally:
+        torch.set_num_threads(threads)
+    records = [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines()]
+    assert {r["strategy"] for r in records} == {"closed_form", "lightweight", "contrastive", "triple_modal"}
+    r = next(r for r in records if r["strategy"] == "closed_form" and r["pairs"] == 60)
+    train = AlignmentDataset.from_directory(tmp_path / "1s" / "train")
+    test = AlignmentDataset.from_directory(tmp_path / "1s" / "test")
+    x, y = train.event_features.double().numpy().reshape(-1, 8), train.target_features.double().numpy().reshape(-1, 8)
+    xm, ym = x.mean(0), y.mean(0)
+    w = np.linalg.solve((x - xm).T @ (x - xm) + 0.1 * np.eye(8), (x - xm).T @ (y - ym))
+    pred = ((test.event_features.double().numpy() - xm) @ w + ym).reshape(len(test), -1)
+    tgt = test.target_features.double().numpy().reshape(len(test), -1)
+    q = pred / np.linalg.norm(pred, axis=1, keepdims=True)
+    k = tgt / np.linalg.norm(tgt, axis=1, keepdims=True)
+    r1 = np.mean([(k @ q[i]).argmax() == i for i in range(len(q))])
+    assert r["metrics"]["test"]["e2t/R@1"] == pytest.approx(r1)
+    assert r["metrics"]["test"]["mse"] == pytest.approx(float(((pred - tgt) ** 2).mean()), rel=1e-4)
+    tm = next(r for r in records if r["strategy"] == "triple_modal" and r["pairs"] == 60)
+    assert 0.0 <= tm["metrics"]["test"]["zero_shot_accuracy"] <= 1.0
+    code = run_cli(_script().main, argv + ["--project", str(tmp_path)], prog="strategy_map.py")
+    assert code == 2  # --tokens with --project: one line, exit 2
+
+
 def test_resume_skips_finished_runs(sweep, tmp_path):
     tmp, out = sweep
     before = {json.loads(line)["key"]: json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines()}

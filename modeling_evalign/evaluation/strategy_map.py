@@ -10,7 +10,10 @@ the same sequence that overlap in time count as hits (DSEC windows of one durati
 reduces to the pair itself; ``seq/R@1`` is the looser same-sequence rule).
 
 Every run's record is cached as ``<cache>/<key>.json`` (key = hash of the run's config and of the data), so a
-killed sweep continues where it stopped. Features are pooled to ``[N, D]`` (mean over tokens) first.
+killed sweep continues where it stopped. Features are pooled to ``[N, D]`` (mean over tokens) first, unless
+``load_duration(tokens=True)``: token features ``[N, P, D]`` (the main job's patch tokens) are then kept, every
+strategy maps them token by token (contrastive and triple_modal compare the flattened token layouts; triple_modal
+reaches the text space through its text head) and retrieval compares the flattened ``[N, P * D]`` tokens.
 Crossovers are interpolated linearly in ``log(pairs)`` (see :func:`crossovers`).
 """
 
@@ -67,12 +70,13 @@ class TrainSettings:
 
 @dataclass
 class DurationData:
-    """One duration's pooled splits plus a fingerprint of the files they came from."""
+    """One duration's splits (pooled ``[N, D]``, or tokens ``[N, P, D]``) plus a fingerprint of their files."""
 
     name: str
     splits: dict[str, Any]
     fingerprint: str
     order: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    tokens: bool = False
 
     @property
     def n_train(self) -> int:
@@ -105,16 +109,19 @@ def _prepared(ds, transform: Callable[[torch.Tensor], torch.Tensor] | None = Non
 
 def load_duration(name: str, root: str | Path, seed: int = 0,
                   transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                  transform_id: str | None = None) -> DurationData:
+                  transform_id: str | None = None, tokens: bool = False) -> DurationData:
     """Read ``root/{train,validation,test}`` (validation optional) as pooled ``AlignmentDataset`` s;
     ``transform`` (e.g. a CLIP tower's projection head, named by ``transform_id`` in the fingerprint) maps
-    both sides' features."""
+    both sides' features. ``tokens``: keep token features ``[N, P, D]`` as they are (both sides must be tokens
+    with the same token count)."""
     from ..data.alignment_dataset import AlignmentDataset
 
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"[{name}] feature root {root} does not exist")
-    digest = hashlib.sha1(str(transform_id).encode())
+    if tokens and transform is not None:
+        raise ValueError(f"[{name}] tokens=True keeps the features as they are: no transform")
+    digest = hashlib.sha1(str(transform_id).encode() + (b"|tokens" if tokens else b""))
     splits = {}
     for split in SPLITS:
         path = root / split
@@ -122,7 +129,12 @@ def load_duration(name: str, root: str | Path, seed: int = 0,
             if split == "validation":
                 continue
             raise FileNotFoundError(f"[{name}] {path} is missing: expected the {split} split's feature directory")
-        splits[split] = _prepared(AlignmentDataset.from_directory(path), transform)
+        ds = AlignmentDataset.from_directory(path)
+        if tokens and not (len(ds.event_shape) == 2 and tuple(ds.event_shape[:1]) == tuple(ds.target_shape[:1])
+                           and len(ds.target_shape) == 2):
+            raise ValueError(f"[{name}] {path}: tokens=True needs token features [N, P, D] on both sides with the "
+                             f"same P, got event {tuple(ds.event_shape)} and target {tuple(ds.target_shape)} per row")
+        splits[split] = ds if tokens else _prepared(ds, transform)
         for f in sorted(path.iterdir()):
             if f.is_file():
                 digest.update(f"{split}/{f.name}:{f.stat().st_size}".encode())
@@ -135,7 +147,7 @@ def load_duration(name: str, root: str | Path, seed: int = 0,
     if len(splits["test"]) < 2:
         raise ValueError(f"[{name}] {root / 'test'} has {len(splits['test'])} rows: need >= 2 for retrieval")
     order = np.random.default_rng(seed).permutation(len(splits["train"]))
-    return DurationData(name, splits, digest.hexdigest()[:16], order)
+    return DurationData(name, splits, digest.hexdigest()[:16], order, tokens)
 
 
 def resolve_sizes(requested: Sequence[int | str], n_train: int) -> list[int]:
@@ -212,7 +224,8 @@ def fit_run(strategy: str, train, params: Mapping[str, float], settings: TrainSe
 
             model = ContrastiveAlignmentModule(ContrastiveAlignmentConfig(
                 event_dim=de, target_dim=dt, temperature=float(params["temperature"]),
-                projection_type="mlp" if width else "linear", hidden_dim=width or 1024))
+                projection_type="mlp" if width else "linear", hidden_dim=width or 1024,
+                token_pooling="flatten" if ev.dim() == 3 else "mean"))
             info["notes"] = "symmetric InfoNCE, learnable temperature"
         info["epochs"] = settings.epochs(n)
         trainer = ContrastiveAlignmentTrainer(model, train, lr=float(params["lr"]), batch_size=bs,
@@ -225,8 +238,14 @@ def fit_run(strategy: str, train, params: Mapping[str, float], settings: TrainSe
 
         values = _labels(train, label_key) if text_tower is not None else None
         names = sorted(set(values)) if values else None
+        dims = dict(event_dim=de, target_dim=dt)
+        if ev.dim() == 3:  # token mode: the image side is the RGB tokens, the text space the text tower's
+            if text_tower is None:
+                raise ValueError("triple_modal on token features needs a text tower (its text space)")
+            dims = dict(event_dim=de, image_token_dim=dt, image_features="tokens",
+                        target_dim=int(text_tower.model.config.projection_dim))
         config = TripleModalAlignmentConfig(
-            event_dim=de, target_dim=dt, projection_type="mlp" if width else "linear", hidden_dim=width or 1024,
+            **dims, projection_type="mlp" if width else "linear", hidden_dim=width or 1024,
             logit_scale=min(100.0, 1.0 / float(params["temperature"])), class_names=names,
             **({"text_model_id": text_tower.source} if text_tower is not None else {}))
         model = TripleModalAlignmentModule(config)
@@ -280,7 +299,8 @@ def evaluate_split(aligned: torch.Tensor, ds, pad_us: float = 0.0) -> dict[str, 
     the pair itself), ``seq/R@1`` (any window of the same sequence), ``chance/R@1``, cosine, MSE."""
     from .metrics import bidirectional_recall, cosine_similarity, mse
 
-    target = ds.target_features.float()
+    target = ds.target_features.float().flatten(1)  # tokens: compared as their flattened layout
+    aligned = aligned.flatten(1)
     ks = tuple(k for k in (1, 5, 10) if k <= len(ds)) or (1,)
     out = bidirectional_recall(aligned, target, ks=ks, positive_windows=time_windows(ds, pad_us))
     strict = bidirectional_recall(aligned, target, ks=(1,), positive_windows=time_windows(ds, 0.0))
@@ -321,7 +341,7 @@ def reference_rows(data: DurationData, pad_us: float = 0.0) -> dict[str, dict[st
     test = data.splits["test"]
     if test.event_dim != test.target_dim:
         return {}
-    return {"unaligned": evaluate_split(test.event_features.float(), test, pad_us)}
+    return {"unaligned": evaluate_split(test.event_features.float().flatten(1), test, pad_us)}
 
 
 # -- the sweep -------------------------------------------------------------------------------------
