@@ -64,6 +64,12 @@ class EvalignPreTrainedModel(PreTrainedModel):
             raise ValueError(f"{name} has shape {tuple(x.shape)}: expected {expected} with D={dim}")
 
 
+def flatten_tokens(x: torch.Tensor) -> torch.Tensor:
+    """The rows a token-layout loss and retrieval compare: ``[B, D]`` as it is, tokens ``[B, N, D]`` flattened to
+    ``[B, N * D]`` (the layout that tells windows of one camera path apart)."""
+    return x if x.dim() == 2 else x.flatten(1)
+
+
 _UNSET = object()
 
 

@@ -19,7 +19,7 @@ from transformers import initialization as init
 
 from ..losses import ClipLoss
 from ..modeling_outputs import ContrastiveAlignmentOutput
-from ..modeling_utils import EvalignPreTrainedModel
+from ..modeling_utils import EvalignPreTrainedModel, flatten_tokens
 from ..utils.io_utils import atomic_directory
 from .configuration_contrastive_image import ContrastiveImageAlignmentConfig
 
@@ -134,10 +134,8 @@ class ContrastiveImageAlignmentModel(EvalignPreTrainedModel):
         hidden = tower(pixel_values=pixel_values, output_hidden_states=True).hidden_states
         return hidden[self.config.token_layer][:, 1:]
 
-    @staticmethod
-    def pool_tokens(x: torch.Tensor) -> torch.Tensor:
-        """The rows the loss and retrieval compare: embeddings as they are, patch tokens flattened."""
-        return x if x.dim() == 2 else x.flatten(1)
+    # the rows the loss and retrieval compare: embeddings as they are, patch tokens flattened
+    pool_tokens = staticmethod(flatten_tokens)
 
     # --- what a checkpoint holds -------------------------------------------------------------------------
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:

@@ -130,8 +130,7 @@ def load_duration(name: str, root: str | Path, seed: int = 0,
                 continue
             raise FileNotFoundError(f"[{name}] {path} is missing: expected the {split} split's feature directory")
         ds = AlignmentDataset.from_directory(path)
-        if tokens and not (len(ds.event_shape) == 2 and tuple(ds.event_shape[:1]) == tuple(ds.target_shape[:1])
-                           and len(ds.target_shape) == 2):
+        if tokens and not (len(ds.event_shape) == len(ds.target_shape) == 2 and ds.event_shape[0] == ds.target_shape[0]):
             raise ValueError(f"[{name}] {path}: tokens=True needs token features [N, P, D] on both sides with the "
                              f"same P, got event {tuple(ds.event_shape)} and target {tuple(ds.target_shape)} per row")
         splits[split] = ds if tokens else _prepared(ds, transform)

@@ -78,8 +78,6 @@ class ImagePairDataset(Dataset):
         event, image = row[self.event_column], row[self.image_column]
         if isinstance(event, (list, tuple)) and event and hasattr(event[0], "convert"):
             event = event[-1]  # EventGPT frames (PIL images): CEIA uses one image per window; take the last
-        elif isinstance(event, np.ndarray) and event.ndim == 4 and event.dtype == np.uint8:
-            event = event[-1]  # the same frames in numpy format: [F, H, W, 3]
         if not hasattr(event, "convert"):  # CEIA histogram: float [H, W, 3] in [0, 1]
             event = (np.clip(np.asarray(event, dtype=np.float32), 0.0, 1.0) * 255.0).round().astype(np.uint8)
         pixels = clip_preprocess([event, image], self.image_size)

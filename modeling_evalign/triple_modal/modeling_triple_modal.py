@@ -13,7 +13,7 @@ from transformers.utils import ModelOutput
 
 from ..losses import ClipLoss, mse_loss
 from ..modeling_outputs import AlignmentOutput
-from ..modeling_utils import EvalignPreTrainedModel
+from ..modeling_utils import EvalignPreTrainedModel, flatten_tokens
 from .configuration_triple_modal import TripleModalAlignmentConfig
 
 
@@ -184,10 +184,8 @@ class TripleModalAlignmentModule(EvalignPreTrainedModel):
         """Aligned event features -> their embedding in the text space ``[B, target_dim]``."""
         return self.text_head(aligned.mean(dim=1)) if self.token_mode else aligned
 
-    @staticmethod
-    def pool_tokens(x: torch.Tensor) -> torch.Tensor:
-        """The rows the event-image term (and retrieval) compares: embeddings as they are, tokens flattened."""
-        return x if x.dim() == 2 else x.flatten(1)
+    # the rows the loss and retrieval compare: embeddings as they are, patch tokens flattened
+    pool_tokens = staticmethod(flatten_tokens)
 
     def adapt_event_prompts(self, prompt_features: torch.Tensor) -> torch.Tensor:
         """Event-prompt text embeddings after the trainable residual adapter ``x + A x + b``."""
