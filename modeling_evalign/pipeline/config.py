@@ -63,13 +63,27 @@ class PipelineConfig:
     # torch intra-op threads: the proxy tower's small matmuls run faster on one thread than on two contended
     # ones; 0 keeps torch's default (what a real CLIP-L tower wants)
     torch_threads: int = 1
+    # downstream (issue 19): the proxy VLM (``vlm``: a directory with target/ and draft/ instead; ``proxy_vlm``
+    # overrides ProxyVlmConfig fields) answers questions on aligned event tokens; strategies retrained on the
+    # video layout for ``downstream_epochs``; ``downstream_max_windows`` test windows at most (0 = all)
+    downstream: bool = True
+    vlm: str | None = None
+    proxy_vlm: dict[str, Any] = field(default_factory=dict)
+    downstream_epochs: int = 10
+    downstream_max_windows: int = 0
+    downstream_gamma: int = 4
+    downstream_max_new_tokens: int = 40
+    downstream_speed_windows: int = 8
 
     def __post_init__(self):
-        for name in ("sequences", "num_epochs", "batch_size", "image_epochs", "image_batch_size", "num_proc"):
+        for name in ("sequences", "num_epochs", "batch_size", "image_epochs", "image_batch_size", "num_proc",
+                     "downstream_epochs", "downstream_gamma", "downstream_max_new_tokens", "downstream_speed_windows"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"PipelineConfig.{name}={getattr(self, name)!r}: expected an integer >= 1")
         if self.sequences < 3:
             raise ValueError(f"PipelineConfig.sequences={self.sequences}: need >= 3 (train, validation, test)")
+        if int(self.downstream_max_windows) < 0:
+            raise ValueError(f"PipelineConfig.downstream_max_windows={self.downstream_max_windows}: expected >= 0")
         if not self.seconds > 0:
             raise ValueError(f"PipelineConfig.seconds={self.seconds}: expected > 0")
         unknown = [s for s in self.strategies if s not in STRATEGY_ROWS]
@@ -129,6 +143,10 @@ def parse_args(argv: list[str] | None = None) -> PipelineConfig:
     p.add_argument("--reconstruction-max-steps", type=int, help="cap on FireNet steps per window (0 = no cap)")
     p.add_argument("--num-proc", type=int)
     p.add_argument("--torch-threads", type=int, help="torch intra-op threads (default 1; 0 = torch's default)")
+    p.add_argument("--downstream", action=argparse.BooleanOptionalAction, default=None,
+                   help="the downstream stage: the VLM answers questions on aligned event tokens (default: on)")
+    p.add_argument("--vlm", help="a VLM directory with target/ and draft/ (default: the proxy VLM pretrained here)")
+    p.add_argument("--downstream-max-windows", type=int, help="test windows the VLM reads at most (0 = all)")
     args = {k: v for k, v in vars(p.parse_args(argv)).items() if v is not None}
     values = {**PRESETS[args.pop("preset")]}
     steps = args.pop("proxy_steps", None)

@@ -100,6 +100,39 @@ def _duration_rows(cfg: PipelineConfig, duration: str, tree: Path, out: Path, to
     return rows
 
 
+class _Downstream:
+    """The downstream stage (issue 19, ``modeling_evalign.downstream``): the VLM reads aligned event tokens."""
+
+    def __init__(self, cfg: PipelineConfig, tower: str, vision, tree: Path, out: Path):
+        from ..downstream.stage import load_vlm
+
+        self.cfg, self.tower, self.vision, self.tree, self.out = cfg, tower, vision, tree, out
+        self.vlm = load_vlm(cfg, tower, log=log)
+        self.rows, self.speculative, self.seconds = [], {}, {}
+
+    def run(self, duration: str, started: float) -> None:
+        from ..downstream.stage import run_downstream
+
+        log(f"+ [{duration}] downstream: the VLM reads aligned events ({time.perf_counter() - started:.0f} s)")
+        splits = build_splits(self.cfg, self.tree, duration, self.out / "hf_cache")  # cached by the builder
+        rows, spec, seconds = run_downstream(self.cfg, duration, self.tree, self.out, self.tower, self.vision,
+                                             splits, self.vlm, log=log)
+        self.rows += rows
+        if spec is not None:
+            self.speculative[duration] = spec
+        self.seconds[duration] = seconds
+        log(f"    [{duration}] downstream stage {seconds:.0f} s")
+
+    def table(self) -> str:
+        from ..downstream.report import format_downstream_table
+
+        return "\n\n" + format_downstream_table(self.rows, self.speculative, self.seconds)
+
+    def results(self) -> dict:
+        return {"downstream": self.rows, "speculative": self.speculative, "downstream_s": self.seconds,
+                "vlm": self.vlm.path}
+
+
 def run_pipeline(cfg: PipelineConfig) -> list[StrategyRow]:
     from ..events.synthetic_dsec import write_synthetic_dsec
 
@@ -117,19 +150,23 @@ def run_pipeline(cfg: PipelineConfig) -> list[StrategyRow]:
     tower = tower_path(cfg)
     vision = load_vision_tower(tower)
     rows: list[StrategyRow] = []
+    downstream = _Downstream(cfg, tower, vision, tree, out) if cfg.downstream else None
     for duration in cfg.durations:
         rows += _duration_rows(cfg, duration, tree, out, tower, vision, started)
+        if downstream is not None:
+            downstream.run(duration, started)
     elapsed = time.perf_counter() - started
     cpu1 = os.times()
     cpu = {"user_s": round(cpu1.user - cpu0.user + cpu1.children_user - cpu0.children_user, 1),
            "system_s": round(cpu1.system - cpu0.system + cpu1.children_system - cpu0.children_system, 1)}
-    table = format_table(rows)
+    table = format_table(rows) + (downstream.table() if downstream is not None else "")
     print(table, flush=True)
     log(f"done in {elapsed:.0f} s wall, {cpu['user_s']:.0f} s user CPU; results in {out / 'results.json'} and "
         f"{out / 'results.md'}")
     atomic_write_text(out / "results.md", table + "\n")
     atomic_write_json(out / "results.json", {"config": cfg.to_dict(), "tower": tower, "elapsed_s": elapsed,
-                                             "cpu": cpu, "rows": [r.__dict__ for r in rows]})
+                                             "cpu": cpu, "rows": [r.__dict__ for r in rows],
+                                             **(downstream.results() if downstream is not None else {})})
     return rows
 
 

@@ -1,0 +1,149 @@
+"""The main job's downstream stage, per duration: video-layout features -> strategies trained on them -> the VLM's
+answers under every condition (:mod:`.evaluate`) -> the speculative-decoding measurement.
+
+Strategies (train split only, through the main job's own functions in ``pipeline.strategies``, so they train
+exactly as the retrieval rows do, now on ``[N, frames * (1 + patches), D]`` tokens): ``closed_form`` (per-token
+ridge), ``lightweight`` (warm-started at the ridge solution), ``contrastive`` (per-token head, InfoNCE over the
+flattened layout), ``triple_modal`` (token mode) and ``contrastive_image`` (the main job's LoRA tower, trained
+on the last EventGPT frame vs the window's RGB frame, fed each of the 5 event frames here: its penultimate
+tokens, CLS kept). Reconstruction is not a downstream condition (FireNet steps per chunk would exceed the
+stage's time budget; say so).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..utils.io_utils import atomic_write_json
+from .evaluate import TRAINED, Condition, best_strategy, evaluate_conditions, speculative_entry, subsample
+from .features import build_video_features, load_split
+
+
+@dataclass
+class DownstreamVlm:
+    """The target VLM, its distilled draft and their tokenizer (loaded once per job)."""
+
+    path: str
+    target: object
+    draft: object | None
+    tokenizer: object
+
+
+def load_vlm(cfg, tower: str, log=print) -> DownstreamVlm:
+    """``cfg.vlm`` (a directory with ``target/`` and ``draft/``) or the proxy VLM pretrained here on ``tower``."""
+    from transformers import AutoTokenizer, VideoLlavaForConditionalGeneration
+
+    if cfg.vlm:
+        root = Path(cfg.vlm)
+    else:
+        from .proxy_vlm import ProxyVlmConfig, ensure_proxy_vlm
+
+        root = Path(ensure_proxy_vlm(tower, cfg.proxy_cache_dir, ProxyVlmConfig(**cfg.proxy_vlm), log=log))
+    if not (root / "target" / "config.json").is_file():
+        raise FileNotFoundError(f"{root / 'target'}: expected a VideoLlavaForConditionalGeneration directory")
+    target = VideoLlavaForConditionalGeneration.from_pretrained(root / "target").eval()
+    draft = None
+    if (root / "draft" / "config.json").is_file():
+        draft = VideoLlavaForConditionalGeneration.from_pretrained(root / "draft").eval()
+    return DownstreamVlm(str(root), target, draft, AutoTokenizer.from_pretrained(root / "target"))
+
+
+def _unflatten(tokens: torch.Tensor, num_frames: int) -> torch.Tensor:
+    """``[N, F * T, D]`` (or flattened ``[N, F * T * D]`` with ``D`` from the caller) -> ``[N, F, T, D]``."""
+    n, ft, d = tokens.shape
+    return tokens.reshape(n, num_frames, ft // num_frames, d)
+
+
+def _lora_frames(cfg, splits, runs: Path, tower: str, vision, tree: Path, duration: str, test_ds, rows):
+    """contrastive_image: the main job's LoRA tower (trained here if missing) on each event frame, CLS kept."""
+    import copy
+
+    import numpy as np
+
+    from ..contrastive.modeling_contrastive_image import ContrastiveImageAlignmentModel
+    from ..pipeline import strategies as st
+    from .features import FEATURE_LAYER, tower_tokens
+
+    final = runs / "contrastive_image" / "final"
+    if not (final / "config.json").is_file():
+        st.train_contrastive_image(cfg, splits, runs / "contrastive_image", tower, vision, tree, duration)
+    model = ContrastiveImageAlignmentModel.from_pretrained(final, clip_model=copy.deepcopy(vision)).eval()
+    frames = test_ds.select(rows.tolist())["eventgpt_frames"]
+    out = []
+    for i in range(0, len(frames), 16):
+        images = [np.asarray(im.convert("RGB")) for fs in frames[i: i + 16] for im in fs]
+        tok = tower_tokens(model.event_encoder, images, FEATURE_LAYER)
+        out.append(tok.view(len(frames[i: i + 16]), -1, *tok.shape[1:]))
+    return torch.cat(out)
+
+
+def strategy_conditions(cfg, duration: str, dirs: dict, splits: dict, tree: Path, out: Path, tower: str, vision,
+                        rows, log=print) -> list[Condition]:
+    """Every trained strategy's aligned test tokens ``[n, F, T, D]`` (windows ``rows`` of the test split)."""
+    from ..data.alignment_dataset import AlignmentDataset
+    from ..pipeline import strategies as st
+
+    test, _, num_frames = load_split(dirs["test"])
+    ev = test.event_features.float()[torch.as_tensor(rows)]
+    runs = out / "runs" / duration / "downstream"
+    scfg = dataclasses.replace(cfg, num_epochs=cfg.downstream_epochs)
+    want = [s for s in TRAINED if s in cfg.strategies]
+    conds = []
+    for name in want:
+        started = time.perf_counter()
+        if name == "closed_form":
+            model = st.closed_form(cfg, AlignmentDataset.from_directory(dirs["train"]))
+        elif name == "contrastive_image":
+            feats = _lora_frames(cfg, splits, out / "runs" / duration, tower, vision, tree, duration,
+                                 splits["test"], rows)
+            conds.append(Condition(name, "video", feats, "main job's LoRA tower, each event frame"))
+            log(f"    {name}: {time.perf_counter() - started:.1f} s")
+            continue
+        else:
+            with st.quiet_loading():
+                model = st.train_feature_strategy(scfg, name, dirs, runs / name, tower)
+        aligned = st.aligned(model, ev).reshape(ev.shape)
+        conds.append(Condition(name, "video", _unflatten(aligned, num_frames)))
+        log(f"    {name}: {time.perf_counter() - started:.1f} s")
+    return conds
+
+
+def run_downstream(cfg, duration: str, tree: Path, out: Path, tower: str, vision, splits: dict,
+                   vlm: DownstreamVlm, log=print) -> tuple[list[dict], dict | None, float]:
+    """Rows of every condition at ``duration``, the speculative entry (None without a draft) and the seconds."""
+    started = time.perf_counter()
+    if "test" not in splits or "train" not in splits:
+        raise ValueError(f"[{duration}] downstream needs train and test splits, have {sorted(splits)}")
+    dirs = build_video_features(splits, tree, out / "features" / duration / "downstream", vision, log=log)
+    test, frame, num_frames = load_split(dirs["test"])
+    rows = subsample(len(test), cfg.downstream_max_windows)
+    pick = torch.as_tensor(rows)
+    truth = [test.samples_list()[i]["answers"] for i in rows]
+    conds = [Condition("rgb_video", "video", _unflatten(test.target_features.float()[pick], num_frames)),
+             Condition("rgb_frame", "image", frame.float()[pick]),
+             Condition("unaligned", "video", _unflatten(test.event_features.float()[pick], num_frames))]
+    log(f"    [{duration}] downstream features {time.perf_counter() - started:.0f} s; training on "
+        f"{len(load_split(dirs['train'])[0])} windows")
+    conds += strategy_conditions(cfg, duration, dirs, splits, tree, out, tower, vision, rows, log=log)
+    table, answers = evaluate_conditions(vlm.target, vlm.tokenizer, conds, truth, duration,
+                                         max_new_tokens=cfg.downstream_max_new_tokens, gamma=cfg.downstream_gamma,
+                                         log=log)
+    # every answer beside the ground truth, for inspection and independent rescoring
+    atomic_write_json(out / "downstream" / duration / "answers.json", {
+        "windows": [test.samples_list()[i]["sequence"] + f"@{test.samples_list()[i]['window_start_us']}" for i in rows],
+        "truth": truth, "answers": {name: a.texts for name, a in answers.items()}})
+    spec = None
+    best = best_strategy(table)
+    if vlm.draft is not None and best is not None:
+        t = time.perf_counter()
+        by_name = {c.name: c for c in conds}
+        spec = speculative_entry(vlm.target, vlm.draft, vlm.tokenizer, by_name["rgb_video"], by_name[best], truth,
+                                 cfg.downstream_gamma, cfg.downstream_max_new_tokens, cfg.downstream_speed_windows)
+        log(f"    [{duration}] speculative ({best} -> draft): {spec.get('speedup', float('nan')):.2f}x, "
+            f"{time.perf_counter() - t:.1f} s")
+    return table, spec, time.perf_counter() - started
