@@ -18,7 +18,8 @@ Stored in the package's feature-directory format (:class:`~modeling_evalign.data
 AlignmentDataset`) with the frames flattened, ``[N, F * (1+P), D]``, so every per-token strategy trains on it
 unchanged; ``rgb_frame.safetensors`` holds the single-frame tokens ``[N, P, D]`` beside them and the per-window
 ``samples`` hold the chunk times, the frame indices and the answers. One directory per split, written
-atomically: a rerun reuses the finished ones (``metadata.json`` with ``space == VIDEO_SPACE``).
+atomically: a rerun reuses the finished ones (``metadata.json`` with ``space == VIDEO_SPACE``). The RGB frames'
+tokens are computed once per sequence for every frame (:func:`sequence_frame_tokens`) and shared by all durations.
 """
 
 from __future__ import annotations
@@ -116,31 +117,65 @@ def _rgb(seq_dir: Path, index: int) -> np.ndarray:
 
     from ..events.dsec_format import IMAGE_NAME, IMAGES_DIR
 
-    return np.asarray(Image.open(seq_dir / IMAGES_DIR / IMAGE_NAME.format(index)).convert("RGB"))
+    with Image.open(seq_dir / IMAGES_DIR / IMAGE_NAME.format(index)) as im:
+        return np.asarray(im.convert("RGB"))
 
 
-def video_split_features(ds, tree: Path, tower, batch_size: int = 16) -> tuple[torch.Tensor, ...]:
+def sequence_frame_tokens(seq_dir: Path, num_images: int, tower, cache_dir: Path, batch_size: int = 64) -> torch.Tensor:
+    """Tower tokens (CLS kept) of EVERY RGB frame of a sequence ``[num_images, 1 + P, D]``, cached per sequence in
+    ``cache_dir`` (shared by all durations: decoding the PNGs is the stage's main cost; two decoder threads)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from safetensors.torch import load_file, save
+
+    from ..features.shard_store import model_fingerprint
+    from ..utils.io_utils import atomic_write_bytes
+
+    path = Path(cache_dir) / f"{Path(seq_dir).name}.safetensors"
+    key = model_fingerprint(tower)
+    if path.is_file():
+        from safetensors import safe_open
+
+        with safe_open(str(path), "pt") as f:
+            fresh = (f.metadata() or {}).get("tower") == key
+        if fresh:
+            tokens = load_file(str(path))["features"]
+            if tokens.shape[0] == num_images:
+                return tokens
+    out = []
+    with ThreadPoolExecutor(2) as pool:  # PIL's PNG decoder releases the GIL
+        for lo in range(0, num_images, batch_size):
+            images = list(pool.map(lambda k: _rgb(seq_dir, k), range(lo, min(num_images, lo + batch_size))))
+            out.append(tower_tokens(tower, images))
+    tokens = torch.cat(out).contiguous()
+    atomic_write_bytes(path, save({"features": tokens}, metadata={"tower": key}))
+    return tokens
+
+
+def video_split_features(ds, tree: Path, tower, cache_dir: Path, batch_size: int = 32) -> tuple[torch.Tensor, ...]:
     """One split's ``(events [N, F, 1+P, D], targets [N, F, 1+P, D], frame [N, P, D], samples)``."""
     seqs = _Sequences(tree)
+    frame_tokens: dict[str, torch.Tensor] = {}
     events, targets, frames, samples = [], [], [], []
     keep = ("sequence", "window_index", "window_start_us", "window_end_us", "event_count", "scene", "label")
     for lo in range(0, len(ds), batch_size):
         rows = ds[lo: lo + batch_size]
         batch = [{k: rows[k][i] for k in keep} for i in range(len(rows["sequence"]))]
         plans = [window_plan(r, seqs) for r in batch]
-        event_images = [np.asarray(im.convert("RGB")) for frames_ in rows["eventgpt_frames"] for im in frames_]
         f = len(rows["eventgpt_frames"][0])
         if f != NUM_FRAMES:
             raise ValueError(f"eventgpt_frames holds {f} frames per window: expected {NUM_FRAMES} (EventGPT's split)")
-        video_images = [_rgb(seqs.get(r["sequence"])["dir"], k) for r, p in zip(batch, plans)
-                        for k in p["video_frame_indices"]]
-        frame_images = [_rgb(seqs.get(r["sequence"])["dir"], p["frame_index"]) for r, p in zip(batch, plans)]
-        b = len(batch)
+        event_images = [np.asarray(im.convert("RGB")) for frames_ in rows["eventgpt_frames"] for im in frames_]
         ev = tower_tokens(tower, event_images)
-        events.append(ev.view(b, f, *ev.shape[1:]))
-        tg = tower_tokens(tower, video_images)
-        targets.append(tg.view(b, f, *tg.shape[1:]))
-        frames.append(tower_tokens(tower, frame_images)[:, 1:])  # the image path drops CLS
+        events.append(ev.view(len(batch), f, *ev.shape[1:]))
+        for r, p in zip(batch, plans):
+            name = r["sequence"]
+            if name not in frame_tokens:
+                s = seqs.get(name)
+                frame_tokens[name] = sequence_frame_tokens(s["dir"], len(s["stamps"]), tower, cache_dir)
+            tok = frame_tokens[name]
+            targets.append(tok[p["video_frame_indices"]][None])
+            frames.append(tok[p["frame_index"], 1:][None])  # the image path drops CLS
         samples += [{**r, **p} for r, p in zip(batch, plans)]
     return torch.cat(events), torch.cat(targets), torch.cat(frames), samples
 
@@ -151,8 +186,10 @@ def is_current(folder: Path) -> bool:
         "space") == VIDEO_SPACE
 
 
-def build_video_features(splits: dict, tree: Path, out: Path, tower, log=print) -> dict[str, Path]:
-    """Per split: the video-layout feature directory ``out/<split>`` (reused when finished); returns them."""
+def build_video_features(splits: dict, tree: Path, out: Path, tower, log=print,
+                         frame_cache: Path | None = None) -> dict[str, Path]:
+    """Per split: the video-layout feature directory ``out/<split>`` (reused when finished); returns them.
+    ``frame_cache``: where the per-sequence RGB frame tokens live (default ``out/rgb_frames``)."""
     from safetensors.torch import save_file
 
     from ..data.alignment_dataset import AlignmentDataset
@@ -163,7 +200,7 @@ def build_video_features(splits: dict, tree: Path, out: Path, tower, log=print) 
         dirs[split] = Path(out) / split
         if is_current(dirs[split]):
             continue
-        ev, tg, frame, samples = video_split_features(ds, tree, tower)
+        ev, tg, frame, samples = video_split_features(ds, tree, tower, frame_cache or Path(out) / "rgb_frames")
         data = AlignmentDataset(ev.flatten(1, 2), tg.flatten(1, 2), {
             "samples": samples, "space": VIDEO_SPACE, "num_frames": NUM_FRAMES, "feature_layer": FEATURE_LAYER,
             "frame_shape": list(frame.shape[1:])})

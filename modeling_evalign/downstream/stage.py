@@ -119,7 +119,8 @@ def run_downstream(cfg, duration: str, tree: Path, out: Path, tower: str, vision
     started = time.perf_counter()
     if "test" not in splits or "train" not in splits:
         raise ValueError(f"[{duration}] downstream needs train and test splits, have {sorted(splits)}")
-    dirs = build_video_features(splits, tree, out / "features" / duration / "downstream", vision, log=log)
+    dirs = build_video_features(splits, tree, out / "features" / duration / "downstream", vision, log=log,
+                                frame_cache=out / "features" / "downstream_rgb_frames")
     test, frame, num_frames = load_split(dirs["test"])
     rows = subsample(len(test), cfg.downstream_max_windows)
     pick = torch.as_tensor(rows)
