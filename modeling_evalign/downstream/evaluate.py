@@ -96,7 +96,8 @@ def answer_condition(model, tokenizer, cond: Condition, question_types, referenc
             embeds = _embeds(model, ids, cond, rows)
             tokens += [list(map(int, t)) for t in greedy_answers(model, embeds, max_new_tokens, eos)]
             if reference is not None:
-                traces = trace_acceptance(model, embeds, reference.tokens[qtype][rows], gamma, eos)
+                traces = trace_acceptance(model, embeds, reference.tokens[qtype][rows], gamma, eos,
+                                          max_new_tokens=max_new_tokens)
                 for i, res in zip(range(rows.start, rows.stop), traces):
                     out.acceptance[(qtype, i)] = (sum(res.accepted_per_round), sum(res.drafted_per_round))
         out.tokens[qtype] = tokens
@@ -168,8 +169,10 @@ def best_strategy(rows: list[dict]) -> str | None:
 
 @torch.inference_mode()
 def speculative_entry(target, draft, tokenizer, video: Condition, aligned: Condition, truth: list[dict],
-                      gamma: int, max_new_tokens: int, windows: int = 8, repeats: int = 1) -> dict:
-    """The small draft reading ``aligned`` tokens vs the target on RGB video, caption question, wall clock."""
+                      gamma: int | None, max_new_tokens: int, windows: int = 8, repeats: int = 3) -> dict:
+    """The small draft reading ``aligned`` tokens vs the target on RGB video, caption question (the long answer),
+    wall clock in one run (:func:`.generation.measure_speedup`; ``gamma=None`` lets it pick the gamma with the best
+    predicted speedup from the exact per-round counts)."""
     from .generation import measure_speedup
     from .questions import QUESTIONS
 

@@ -144,7 +144,8 @@ def run_downstream(cfg, duration: str, tree: Path, out: Path, tower: str, vision
         t = time.perf_counter()
         by_name = {c.name: c for c in conds}
         spec = speculative_entry(vlm.target, vlm.draft, vlm.tokenizer, by_name["rgb_video"], by_name[best], truth,
-                                 cfg.downstream_gamma, cfg.downstream_max_new_tokens, cfg.downstream_speed_windows)
+                                 None, cfg.downstream_max_new_tokens, cfg.downstream_speed_windows,
+                                 cfg.downstream_speed_repeats)
         log(f"    [{duration}] speculative ({best} -> draft): {spec.get('speedup', float('nan')):.2f}x, "
             f"{time.perf_counter() - t:.1f} s")
     return table, spec, time.perf_counter() - started
