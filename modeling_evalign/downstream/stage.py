@@ -59,6 +59,20 @@ def _unflatten(tokens: torch.Tensor, num_frames: int) -> torch.Tensor:
     return tokens.reshape(n, num_frames, ft // num_frames, d)
 
 
+@torch.inference_mode()
+def aligned_tokens(model, events: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """The model's aligned tokens ``[N, T, D]`` in tower space, as the VLM reads them (not through a retrieval
+    rule, which may flatten or normalise the rows)."""
+    model.eval()
+    out = [model(event_features=events[i: i + batch_size].float()).aligned_features.float()
+           for i in range(0, len(events), batch_size)]
+    tokens = torch.cat(out)
+    if tokens.shape != events.shape:
+        raise ValueError(f"{type(model).__name__}: aligned features {tuple(tokens.shape)}, expected the event "
+                         f"tokens' shape {tuple(events.shape)} (a per-token strategy in tower space)")
+    return tokens
+
+
 def _lora_frames(cfg, splits, runs: Path, tower: str, vision, tree: Path, duration: str, test_ds, rows):
     """contrastive_image: the main job's LoRA tower (trained here if missing) on each event frame, CLS kept."""
     import copy
@@ -107,8 +121,7 @@ def strategy_conditions(cfg, duration: str, dirs: dict, splits: dict, tree: Path
         else:
             with st.quiet_loading():
                 model = st.train_feature_strategy(scfg, name, dirs, runs / name, tower)
-        aligned = st.aligned(model, ev).reshape(ev.shape)
-        conds.append(Condition(name, "video", _unflatten(aligned, num_frames)))
+        conds.append(Condition(name, "video", _unflatten(aligned_tokens(model, ev), num_frames)))
         log(f"    {name}: {time.perf_counter() - started:.1f} s")
     return conds
 
