@@ -114,6 +114,16 @@ def test_card_shows_the_metrics_and_chance(built):
                f"{100 * m['draft']['1s']['video'][qtype]:.1f} |")
         assert row in card, row
     assert m["chance"]["scene"] == 0.5 and m["chance"]["motion"] == 0.25
+    assert f"| {100 * m['chance']['scene']:.1f} | {100 * m['majority']['1s']['scene']:.1f} |" in card
+    # majority = the most frequent answer's share, recomputed from the held-out windows
+    from modeling_evalign.downstream.proxy_vlm_data import grid_windows, render_sequences
+
+    cfg = ProxyVlmConfig(**info["config"])
+    seqs = render_sequences(cfg.photos, "test", cfg.test_sequences_per_photo, cfg.seconds, cfg.frame_rate_hz,
+                            tuple(cfg.render_size), cfg.seed)
+    scenes = [w.answer for w in grid_windows(seqs, 1.0, cfg.num_frames, stride=max(1.0, cfg.eval_stride))
+              if w.qtype == "scene"]
+    assert m["majority"]["1s"]["scene"] == max(scenes.count(a) for a in set(scenes)) / len(scenes)
     assert f"| 1s | {100 * m['draft']['1s']['agreement']:.1f} | {100 * m['draft']['1s']['token_agreement']:.1f} |" in card
     assert "model-index" in card and info["fingerprint"] in built.name
 

@@ -227,7 +227,8 @@ def write_proxy_vlm_card(folder: Path, info: dict[str, Any]) -> Path:
                 continue
             draft = m["draft"][duration]["video"].get(qtype)
             rows.append((duration, qtype, per["video"]["n"].get(qtype, sum(per["video"]["n"].values())),
-                         _pct(video), _pct(image), _pct(draft), _pct(m["chance"].get(qtype))))
+                         _pct(video), _pct(image), _pct(draft), _pct(m["chance"].get(qtype)),
+                         _pct(m["majority"][duration].get(qtype))))
             results.append(EvalResult(
                 task_type="visual-question-answering", dataset_type="evalign-synthetic-windows",
                 dataset_name=f"synthetic RGB video windows {duration} (held-out camera paths)", dataset_split="test",
