@@ -98,9 +98,10 @@ def build_splits(cfg: PipelineConfig, tree: Path, duration: str, cache_dir: Path
     return {split: builder.as_dataset(split=split) for split in builder.info.splits}
 
 
-def extract_splits(splits: dict, out: Path, tower) -> tuple[dict[str, Path], dict[str, Path]]:
+def extract_splits(splits: dict, out: Path, tower, provenance: dict | None = None) -> tuple[dict[str, Path], dict[str, Path]]:
     """Per split: raw tokens (resumable, ``out/raw/<split>``), then the token-space directory ``out/<split>``
-    and the embedding-space directory ``out/embed/<split>``; returns both dicts of directories."""
+    and the embedding-space directory ``out/embed/<split>``; returns both dicts of directories. ``provenance``
+    (the tower and recordings the features came from) is kept in each directory's metadata for model cards."""
     import numpy as np
 
     from ..data.alignment_dataset import AlignmentDataset
@@ -117,7 +118,8 @@ def extract_splits(splits: dict, out: Path, tower) -> tuple[dict[str, Path], dic
         data = AlignmentDataset.from_directory(raw)
         num_patches = data.target_features.shape[1]
         events = event_patch_tokens(data.event_features, num_patches)
-        meta = {"samples": data.samples_list(), "extraction": data.metadata.get("extraction")}
+        meta = {"samples": data.samples_list(), "extraction": data.metadata.get("extraction"),
+                "provenance": provenance or {}}
         AlignmentDataset(events, data.target_features.float(), {**meta, "space": TOKEN_SPACE}
                          ).save_to_directory(dirs[split])
         rgb = ds.select_columns(["rgb"])

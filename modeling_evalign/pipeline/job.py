@@ -50,7 +50,11 @@ def _duration_rows(cfg: PipelineConfig, duration: str, tree: Path, out: Path, to
     if "test" not in splits or "train" not in splits:
         raise ValueError(f"[{duration}] the split rule left no train or test sequence: {counts}")
     log(f"3/5 [{duration}] extracting features ({time.perf_counter() - started:.0f} s)")
-    dirs, embed_dirs = extract_splits(splits, out / "features" / duration, vision)
+    from ..hub.card_facts import describe_dsec_tree
+
+    provenance = {"tower": tower, "revision": None if os.path.isdir(tower) else "main", "duration": duration,
+                  "data": describe_dsec_tree(tree)}
+    dirs, embed_dirs = extract_splits(splits, out / "features" / duration, vision, provenance)
     train = AlignmentDataset.from_directory(dirs["train"])
     test = AlignmentDataset.from_directory(dirs["test"])
     groups = test.metadata_column("sequence")

@@ -53,6 +53,7 @@ def train_feature_strategy(cfg: PipelineConfig, strategy: str, dirs: dict[str, P
     from transformers import AutoModel
 
     from ..data.alignment_dataset import AlignmentDataset
+    from ..hub.paths import point_tower_at
     from ..training.loop import run
 
     final = out / "final"
@@ -74,7 +75,9 @@ def train_feature_strategy(cfg: PipelineConfig, strategy: str, dirs: dict[str, P
                               train_dir=str(dirs["train"]),
                               val_dir=str(dirs["validation"]) if "validation" in dirs else None, **extra)
         run(config)
-    return AutoModel.from_pretrained(final)
+    model = AutoModel.from_pretrained(final)
+    point_tower_at(model.config, tower)  # config.json names a local tower only: re-attach this run's directory
+    return model
 
 
 class quiet_loading:
@@ -128,7 +131,8 @@ def train_contrastive_image(cfg: PipelineConfig, splits: dict, out: Path, tower:
                               num_epochs=cfg.image_epochs, batch_size=cfg.image_batch_size,
                               learning_rate=cfg.image_learning_rate,
                               model_config=["features=\"patch_tokens\"", f"token_layer={TOKEN_LAYER}"])
-        data = TrainData(pairs["train"], pairs.get("validation"), {"type": "pipeline", "duration": duration})
+        data = TrainData(pairs["train"], pairs.get("validation"),
+                         {"type": "pipeline", "duration": duration, "data_dir": str(tree)})
         train(config, None, data=data, clip_model=_copy(vision))
     from ..contrastive.modeling_contrastive_image import ContrastiveImageAlignmentModel
 
