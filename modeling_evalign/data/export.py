@@ -113,7 +113,7 @@ def export_dsec(
             configs.append(entry)
             table.append({"name": d, "window_ms": duration_us(d) // 1000, "counts": counts})
             result.counts[d] = counts
-        _write_card(tmp, configs, table, split_sequences, first, repo_id, source_description)
+        _write_card(tmp, configs, table, split_sequences, first, repo_id, source_description, data_dir)
     return result
 
 
@@ -128,18 +128,26 @@ def _type_name(feature) -> str:
     return str(feature.dtype) if kind == "Value" else kind.lower()
 
 
-def _write_card(tmp: Path, configs, table, split_sequences, builder, repo_id, source_description) -> None:
+def _write_card(tmp: Path, configs, table, split_sequences, builder, repo_id, source_description, data_dir) -> None:
     from huggingface_hub import DatasetCard, DatasetCardData
 
+    from ..hub.card_facts import describe_dsec_tree
+    from ..hub.paths import find_machine_paths
     from ..hub.templates import template_path
     from .windows import SPLIT_RULE
 
     cfg = builder.config
+    recordings = describe_dsec_tree(data_dir)  # synthetic (evalign's generator, its settings) or real DSEC
+    synthetic = recordings["synthetic"]
+    if source_description and find_machine_paths(source_description):
+        raise ValueError(f"source_description={source_description!r} contains a machine path: describe the "
+                         "recordings in words (the card is uploaded)")
     card_data = DatasetCardData(
-        pretty_name="DSEC event-RGB alignment windows",
+        pretty_name="Synthetic DSEC-layout event-RGB windows (evalign generator)" if synthetic
+        else "DSEC event-RGB alignment windows",
         license="cc-by-sa-4.0",
         task_categories=["feature-extraction"],
-        tags=["event-camera", "dsec", "evalign"],
+        tags=["event-camera", "dsec", "evalign", *(["synthetic"] if synthetic else [])],
         configs=configs,
     )
     features = builder.info.features
@@ -153,7 +161,10 @@ def _write_card(tmp: Path, configs, table, split_sequences, builder, repo_id, so
         pretty_name=card_data.pretty_name,
         repo_id=repo_id,
         default_config=default,
-        source_description=source_description or "a DSEC-layout recording tree",
+        source_description=source_description or (
+            f"{recordings['sequences']} synthetic sequences written by evalign's generator" if synthetic
+            else f"{recordings['sequences']} DSEC recordings"),
+        recordings=recordings,
         configs_table=table,
         split_names=list(split_sequences),
         fields=fields,

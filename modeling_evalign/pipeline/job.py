@@ -134,6 +134,9 @@ def run_pipeline(cfg: PipelineConfig) -> list[StrategyRow]:
     atomic_write_text(out / "results.md", table + "\n")
     atomic_write_json(out / "results.json", {"config": cfg.to_dict(), "tower": tower, "elapsed_s": elapsed,
                                              "cpu": cpu, "rows": [r.__dict__ for r in rows]})
+    from .figures import write_figures
+
+    write_figures(cfg, out, tower)  # summary.png at the top of the output, samples per duration, in results.md
     return rows
 
 
