@@ -114,7 +114,8 @@ def test_pipeline_end_to_end_and_resume(tmp_path, capsys):
     assert [r["strategy"] for r in saved["rows"]] == strategies
     assert all(r["metrics"]["n_test"] == len(test) for r in saved["rows"])
     table = format_table(rows)
-    assert (tmp_path / "demo" / "results.md").read_text().strip() == table
+    md = (tmp_path / "demo" / "results.md").read_text()
+    assert md.split("## Table\n", 1)[1].strip() == table and "![summary.png](summary.png)" in md
     assert table in capsys.readouterr().out
 
     # a second run reuses every finished stage (no retraining: the final checkpoints are untouched)

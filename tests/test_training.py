@@ -403,7 +403,8 @@ def test_triple_modal_trains_through_the_loop(tmp_path):
     result = train(_config(tmp_path, strategy="triple_modal", text_model=str(tower), num_epochs=8,
                            learning_rate=5e-3, model_config=["hidden_dim=32"]))
     final = result.output_dir / "final"
-    model = TripleModalAlignmentModule.from_pretrained(final)
+    assert json.loads((final / "config.json").read_text())["text_model_id"] == Path(tower).name  # no machine path
+    model = TripleModalAlignmentModule.from_pretrained(final, text_model_id=str(tower))  # re-attach the local tower
     assert model.config.class_names == classes  # sorted names of the metadata field
     assert not any("text" in k for k in load_file(str(final / "model.safetensors")))  # tower not saved
     assert sum(result.losses[-3:]) < sum(result.losses[:3])

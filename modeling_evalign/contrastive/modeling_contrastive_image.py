@@ -187,6 +187,9 @@ class ContrastiveImageAlignmentModel(EvalignPreTrainedModel):
         hub_kwargs = {k: kwargs[k] for k in _HUB_KWARGS if k in kwargs}
         if config is None:
             config = cls.config_class.from_pretrained(pretrained_model_name_or_path, **hub_kwargs)
+        for key, value in kwargs.items():  # config overrides, as transformers applies them (e.g. a local tower)
+            if key not in _HUB_KWARGS and key != "dtype" and hasattr(config, key):
+                setattr(config, key, value)
         model = cls(config, clip_model=clip_model)
         weights = cached_file(pretrained_model_name_or_path, "model.safetensors", **hub_kwargs)
         model.load_trainable_state_dict(load_file(weights))
