@@ -66,10 +66,14 @@ def export_dsec(
     about ``max_shard_bytes`` of Arrow data (DSEC's 1440x1080 PNGs are ~2 MB per row). Durations already prepared
     in ``cache_dir`` are not rebuilt, so a killed export resumes at the duration it was working on.
     """
+    from ..hub.paths import find_machine_paths
     from .dsec_builder import DsecAlignmentBuilder
 
     for d in durations:
         duration_us(d)  # raises on unknown names before any work
+    if source_description and find_machine_paths(source_description):
+        raise ValueError(f"source_description={source_description!r} contains a machine path: describe the "
+                         "recordings in words (the card is uploaded)")
     if not durations:
         raise ValueError(f"durations: expected at least one of {list(DURATIONS_US)}")
     if max_rows_per_shard < 1 or max_shard_bytes < 1:
@@ -132,16 +136,12 @@ def _write_card(tmp: Path, configs, table, split_sequences, builder, repo_id, so
     from huggingface_hub import DatasetCard, DatasetCardData
 
     from ..hub.card_facts import describe_dsec_tree
-    from ..hub.paths import find_machine_paths
     from ..hub.templates import template_path
     from .windows import SPLIT_RULE
 
     cfg = builder.config
     recordings = describe_dsec_tree(data_dir)  # synthetic (evalign's generator, its settings) or real DSEC
     synthetic = recordings["synthetic"]
-    if source_description and find_machine_paths(source_description):
-        raise ValueError(f"source_description={source_description!r} contains a machine path: describe the "
-                         "recordings in words (the card is uploaded)")
     card_data = DatasetCardData(
         pretty_name="Synthetic DSEC-layout event-RGB windows (evalign generator)" if synthetic
         else "DSEC event-RGB alignment windows",

@@ -101,13 +101,13 @@ def _layout_text(space: str | None, contract: Mapping[str, Any] | None) -> str |
 
 def build_card_data(
     *, model_id: str, strategy: str, metrics: Mapping[str, Any], datasets: Sequence[str], base_model: str | None = None,
-    split: str = "validation", extra_tags: Sequence[str] = (),
+    split: str = "validation", extra_tags: Sequence[str] = (), default_dataset: str = "synthetic",
 ):
     """The card's YAML metadata as a ``ModelCardData`` (library, tags, datasets, model-index results)."""
     from huggingface_hub import EvalResult, ModelCardData
 
     groups = _normalise_metrics(metrics)
-    dataset = datasets[0] if datasets else "synthetic"
+    dataset = datasets[0] if datasets else default_dataset
     results = [
         EvalResult(
             task_type=_task_type(name),
@@ -180,12 +180,14 @@ def write_model_card(
     facts = dict(facts or {})
     tower = facts.get("tower")
     data = facts.get("data") or {}
-    synthetic = bool((data.get("recordings") or {}).get("synthetic"))
+    recordings = data.get("recordings")
+    synthetic = bool((recordings or {}).get("synthetic"))
     evaluation = facts.get("evaluation")
     card_data = build_card_data(
         model_id=model_id, strategy=strategy, metrics=metrics, datasets=datasets,
         base_model=base_model or (tower or {}).get("repo_id"), split=(evaluation or {}).get("split", split),
         extra_tags=["synthetic-data"] if synthetic else [],
+        default_dataset="evalign-synthetic-dsec" if synthetic else "dsec" if recordings else "unspecified",
     )
 
     plot_file = None
