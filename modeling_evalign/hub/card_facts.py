@@ -81,8 +81,10 @@ def data_facts(source: Mapping[str, Any], counts: Mapping[str, int], durations: 
     recordings = provenance.get("data") or (describe_dsec_tree(tree) if tree else None)
     if recordings is None and samples:  # pre-extracted features: the builder names a synthetic scene, DSEC none
         synthetic = any(s.get("scene") for s in samples)
+        scenes = {(s.get("sequence"), s.get("scene")) for s in samples}  # sequences per photograph
         recordings = {"synthetic": synthetic, "sequences": len({s.get("sequence") for s in samples}),
-                      "photographs": dict(Counter(s.get("scene") for s in samples)) if synthetic else None}
+                      "photographs": dict(sorted(Counter(scene for _, scene in scenes).items())) if synthetic else None,
+                      "seed": None}
     duration = provenance.get("duration") or (durations[0] if durations else source.get("duration"))
     return {"recordings": recordings, "duration": duration, "train_pairs": int(counts.get("train", 0)),
             "val_pairs": int(counts.get("val", 0)), "kind": source.get("type"),

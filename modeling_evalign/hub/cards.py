@@ -164,8 +164,9 @@ def write_model_card(
         base_model: repo id of the frozen target tower, if any (a local path is dropped: ``base_model`` is a
             Hub repo id or absent).
         split: the dataset split the metrics were measured on (model-index ``dataset.split``).
-        facts: what :func:`.card_facts.gather` found (tower, input contract, training data, evaluation); its
-            tower's Hub id becomes ``base_model`` when none is given.
+        facts: what :func:`.card_facts.gather` found (tower, input contract, training data, evaluation); default:
+            ``training_info["card"]`` (recorded by the training run). Its tower's Hub id becomes ``base_model``
+            when none is given.
     """
     from huggingface_hub import ModelCard
 
@@ -177,7 +178,7 @@ def write_model_card(
     if isinstance(datasets, str):
         datasets = [datasets]
     training_info = strip_machine_paths(dict(training_info or {}), folder)
-    facts = dict(facts or {})
+    facts = dict(facts or training_info.get("card") or {})  # the facts the training run recorded
     tower = facts.get("tower")
     data = facts.get("data") or {}
     recordings = data.get("recordings")

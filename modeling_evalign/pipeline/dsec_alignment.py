@@ -31,6 +31,7 @@ from typing import Any
 
 import torch
 
+from ..hub.paths import strip_machine_paths
 from ..utils.io_utils import atomic_write_json, atomic_write_text
 
 DSEC_ROOT_ENV = "EVALIGN_DSEC_ROOT"
@@ -196,13 +197,18 @@ def _publish(final: Path, dest: Path) -> None:
         os.replace(tmp, dest / item.name)
 
 
+def _synthetic(info: dict[str, Any]) -> bool:
+    """The recordings were evalign's synthetic ones (as the training run recorded them for the card)."""
+    return bool((((info.get("card") or {}).get("data") or {}).get("recordings") or {}).get("synthetic"))
+
+
 def _card(dest: Path, config, duration: str, metrics: dict[str, float], info: dict[str, Any], base_model) -> None:
     try:
         from ..hub.cards import write_model_card
 
         write_model_card(dest, model_id=config.hub_model_id or f"evalign/{config.strategy}-dsec-{duration}",
                          strategy=config.strategy, metrics={duration: metrics}, training_info=info,
-                         datasets=["dsec"], base_model=base_model, split="test")
+                         datasets=[] if _synthetic(info) else ["dsec"], base_model=base_model, split="test")
     except ImportError as exc:  # plotting extras missing: the card is optional, the checkpoint is not
         _log(f"    model card skipped: {exc}")
 
@@ -264,6 +270,11 @@ def run_duration(config, options: DsecJobOptions, root: Path, duration: str, enc
     info = json.loads((dest / TRAINING_INFO_NAME).read_text())
     info.update(test_metrics=metrics, window_counts=counts, job=fingerprint["job"], notes=notes,
                 retrieval_positives="strict: the window itself (R@K); seq/R@1: any window of the same sequence")
+    if isinstance(info.get("card"), dict):  # the card reports these test metrics: its split, n and chance
+        from ..hub.card_facts import eval_facts
+
+        info["card"]["evaluation"] = eval_facts(metrics, counts["test"], "test", info["retrieval_positives"])
+    info = strip_machine_paths(info, dest)
     atomic_write_json(dest / TRAINING_INFO_NAME, info)
     tower = options.target_model or options.event_model
     base_model = None if tower in ("tiny", "proxy") else tower

@@ -100,7 +100,9 @@ def write_final(accelerator, config: TrainConfig, model: torch.nn.Module, state:
         info = training_info(config, model, state, data, num_processes=accelerator.num_processes,
                              steps_per_epoch=steps_per_epoch, elapsed=elapsed, duration=duration,
                              resumed_from=resumed_from, device_type=accelerator.device.type, extra=info_extra)
-        facts = _card_facts(config, model, data, info) if model_card else None
+        facts = _card_facts(config, model, data, info)
+        if facts is not None:  # kept with the checkpoint, so a later card (e.g. with test metrics) states them too
+            info["card"] = strip_machine_paths(facts, out, name_only=True)
         strip_checkpoint_paths(out)
         atomic_write_json(out / TRAINING_INFO_NAME, strip_machine_paths(info, out))
         if model_card:
