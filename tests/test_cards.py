@@ -219,3 +219,25 @@ def test_paths_become_relative_or_names(tmp_path, monkeypatch):
     assert hub_repo_id("org/local") is None  # an existing local directory is not a repo id
     assert not ABSOLUTE.findall(json.dumps(got))
     assert os.path.isabs(info["tower"])
+
+
+def test_base_model_is_the_hub_tower_or_absent(tmp_path):
+    from huggingface_hub import ModelCard
+
+    from modeling_evalign.hub.card_facts import eval_facts, tower_facts
+    from modeling_evalign.hub.cards import write_model_card
+
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    metrics = {"mean/R@1": 0.5, "mean/R@5": 1.0}
+    hub = {"tower": tower_facts("openai/clip-vit-large-patch14-336", "main"), "evaluation": eval_facts(metrics, 40, "test")}
+    card = ModelCard.load(write_model_card(ckpt, model_id="org/m", strategy="contrastive", metrics=metrics, facts=hub))
+    assert card.data.base_model == "openai/clip-vit-large-patch14-336"
+    assert "at revision `main`" in card.text and "R@1 = 0.025, R@5 = 0.125" in card.text and "n = 40 pairs" in card.text
+    local = tmp_path / "org" / "tower"  # a local directory shaped like a repo id is not one
+    local.mkdir(parents=True)
+    facts = {"tower": tower_facts(str(local), None)}
+    card = ModelCard.load(write_model_card(ckpt, model_id="org/m", strategy="contrastive", metrics=metrics,
+                                           facts=facts, base_model=str(local)))
+    assert card.data.base_model is None and "local CLIP directory named `tower`" in card.text
+    assert str(tmp_path) not in card.text

@@ -17,6 +17,9 @@ Stages, each resumable (a finished stage's output is reused, an interrupted one 
    tower: zero paired data) and ``rgb_reference`` (the RGB frame nearest the window's start as the query: the
    ceiling event features chase).
 
+Then ``figures``: ``summary.png`` (mean R@1 per strategy and duration against chance and unaligned) and one
+``samples_<duration>.png`` per duration, their data beside them, linked from ``results.md``.
+
 Retrieval is strict: a query's only positive is its own window (index-matched), although neighbouring windows
 of one sequence look alike; ``seq/R@1`` counts any window of the same sequence as a hit.
 """
