@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,15 @@ class EvalignConfig(PreTrainedConfig):
     set ``model_type = "evalign_<strategy>"`` and validate in ``__post_init__`` with :meth:`_check`.
     Runtime settings (device, paths to data) never belong in a config.
     """
+
+    def __post_init__(self, **kwargs):
+        # the first config of a strategy registers its model with AutoModel (registration stays lazy: importing
+        # the package never imports transformers' modeling code). Looked up by module name, so a remote-code
+        # bundle (flat files, no package) neither copies nor needs the registry.
+        registry = sys.modules.get("modeling_evalign.registry")
+        if registry is not None:
+            registry.register_model_for(type(self))
+        super().__post_init__(**kwargs)
 
     @classmethod
     def from_dict(cls, config_dict: dict[str, Any], **kwargs):

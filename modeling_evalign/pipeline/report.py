@@ -20,17 +20,13 @@ class StrategyRow:
 
 
 def evaluate_features(event: torch.Tensor, target: torch.Tensor, groups: list[Any]) -> dict[str, float]:
-    """Strict retrieval (a query's only positive is its own window) both ways, the sequence-level R@1
-    (any window of the same sequence counts), cosine and MSE; ``n_test`` = the number of test windows."""
-    from ..evaluation.metrics import bidirectional_recall, cosine_similarity, mse
+    """Retrieval rows (already by the strategy's evaluation rule) scored by the one rule
+    (``evaluation.scoring.score_rows``): strict retrieval both ways (a query's only positive is its own
+    window), ``seq/R@1`` (any window of the same sequence counts), cosine and MSE; ``n_test`` = the number
+    of test windows."""
+    from ..evaluation.scoring import score_rows
 
-    metrics = bidirectional_recall(event, target, ks=(1, 5, 10))
-    seq = bidirectional_recall(event, target, ks=(1,), positive_groups=groups)
-    metrics["seq/R@1"] = seq["mean/R@1"]
-    metrics["cosine"] = cosine_similarity(event, target)
-    metrics["mse"] = mse(event, target)
-    metrics["n_test"] = len(event)
-    return metrics
+    return {**score_rows(event, target, groups=groups), "n_test": len(event)}
 
 
 def _cell(name: str, value: float) -> str:

@@ -17,10 +17,20 @@ from .features import log
 
 
 def aligned(model, features: torch.Tensor) -> torch.Tensor:
-    """Aligned features ``[N, dim]``; token outputs ``[N, P, D]`` flattened to ``[N, P * D]`` for retrieval."""
+    """Aligned features as retrieval rows by the model's strategy rule (token outputs ``[N, P, D]`` flattened to
+    ``[N, P * D]`` by default; see ``evaluation.scoring``)."""
+    from ..evaluation.scoring import rows
+
     model.eval()
     with torch.inference_mode():
-        return model(event_features=features).aligned_features.float().flatten(1)
+        return rows(model, model(event_features=features).aligned_features.float())
+
+
+def targets(model, features: torch.Tensor) -> torch.Tensor:
+    """The targets as retrieval rows by the same rule (the gallery ``aligned`` is compared with)."""
+    from ..evaluation.scoring import rows
+
+    return rows(model, features.float())
 
 
 def closed_form(cfg: PipelineConfig, train) -> torch.nn.Module:
@@ -46,10 +56,24 @@ def _base_config(cfg: PipelineConfig, strategy: str, out: Path, n_train: int, **
                        cpu=True, **kw)
 
 
+def recipe(cfg: PipelineConfig, strategy: str, tower: str) -> dict:
+    """The strategy's training defaults in the main job (its spec's ``recipe``), as TrainConfig fields."""
+    from ..registry import get_strategy
+
+    spec = get_strategy(strategy)
+    extra = dict(spec.recipe(cfg, tower) if callable(spec.recipe) else spec.recipe)
+    model_config = extra.pop("model_config", {})
+    if isinstance(model_config, dict):
+        model_config = [f"{k}={json.dumps(v)}" for k, v in model_config.items()]
+    if spec.needs_labels:
+        extra.setdefault("label_key", "label")
+    return {**extra, "model_config": list(model_config)}
+
+
 def train_feature_strategy(cfg: PipelineConfig, strategy: str, dirs: dict[str, Path], out: Path, tower: str):
-    """lightweight (warm-started from the ridge solution), contrastive (InfoNCE head) or triple_modal
-    (event-image + event-text + image-text terms; class prompts from the tower's own text encoder), all token by
-    token on the token-space directories ``dirs``."""
+    """Any feature-level strategy of the registry with its recipe (lightweight: warm-started at the ridge
+    solution; contrastive: a per-token InfoNCE head; triple_modal: token mode, class prompts from the tower's own
+    text encoder), token by token on the token-space directories ``dirs``."""
     from transformers import AutoModel
 
     from ..data.alignment_dataset import AlignmentDataset
@@ -58,21 +82,10 @@ def train_feature_strategy(cfg: PipelineConfig, strategy: str, dirs: dict[str, P
     final = out / "final"
     if not (final / "config.json").is_file():
         n_train = len(AlignmentDataset.from_directory(dirs["train"]))
-        extra: dict = {}
-        if strategy == "lightweight":  # warm-started at the ridge solution: a few epochs refine it
-            extra = dict(closed_form_init=cfg.ridge, model_config=["adapter_type=\"linear\""],
-                         num_epochs=cfg.lightweight_epochs)
-        elif strategy == "contrastive":  # a per-token head; InfoNCE over the flattened token layout
-            extra = dict(model_config=["projection_type=\"mlp\"", "hidden_dim=512", "token_pooling=\"flatten\""])
-        elif strategy == "triple_modal":
-            # prompts in the words the tower was trained on (the proxy's captions say "a photo of the ...")
-            prompts = [] if cfg.clip else ["image_prompt_template=\"a photo of the {}\""]
-            # token mode: the event-image term on the patch tokens (a per-token head), text through a text head
-            tokens = ["image_features=\"tokens\"", "hidden_dim=512"]
-            extra = dict(clip_model=tower, text_model=tower, label_key="label", model_config=prompts + tokens)
         config = _base_config(cfg, strategy, out, n_train,
                               train_dir=str(dirs["train"]),
-                              val_dir=str(dirs["validation"]) if "validation" in dirs else None, **extra)
+                              val_dir=str(dirs["validation"]) if "validation" in dirs else None,
+                              **recipe(cfg, strategy, tower))
         run(config)
     return AutoModel.from_pretrained(final)
 

@@ -17,9 +17,8 @@ import torch
 
 from ..utils.io_utils import atomic_write_json
 from .checkpointing import TrainerState
-from .config import IMAGE_STRATEGIES, TrainConfig
+from .config import TrainConfig
 from .data import TrainData
-from .models import STRATEGY_MODEL_TYPES
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +43,7 @@ def training_info(config: TrainConfig, model: torch.nn.Module, state: TrainerSta
     final_metrics = {k: v for k, v in (state.val_metrics[-1] if state.val_metrics else {}).items() if k != "epoch"}
     info = {
         "strategy": config.strategy,
-        "model_type": STRATEGY_MODEL_TYPES[config.strategy],
+        "model_type": config.spec.model_type,
         "model_class": type(model).__name__,
         "num_parameters": sum(p.numel() for p in model.parameters()),
         "num_trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
@@ -114,7 +113,7 @@ def _card_and_push(config: TrainConfig, out: Path, info: dict, duration: str | N
     model_id = config.hub_model_id or f"evalign/{config.strategy}{'-' + duration if duration else ''}"
     if write_model_card is not None:
         metrics = {duration: info["final_metrics"]} if duration else info["final_metrics"]
-        base_model = config.clip_model if config.strategy in IMAGE_STRATEGIES else None
+        base_model = config.clip_model if config.spec.data_kind == "images" else None
         try:
             write_model_card(out, model_id=model_id, strategy=config.strategy, metrics=metrics, training_info=info,
                              datasets=["dsec"] if config.dsec_data_dir else [], base_model=base_model)
