@@ -49,9 +49,10 @@ Fitter = Callable[[Any], FittedAligner]
 
 
 def _model_aligner(model) -> Callable[[torch.Tensor], torch.Tensor]:
-    """``x -> model(x).aligned_features``; pooled-only models (triple-modal) get token inputs mean-pooled."""
+    """``x -> model(x).aligned_features``; pooled-only models (triple-modal outside token mode) get token inputs
+    mean-pooled."""
     model.eval()
-    pooled_only = getattr(model.config, "model_type", "") == "evalign_triple_modal"
+    pooled_only = getattr(model, "token_mode", None) is False
 
     @torch.no_grad()
     def align(x: torch.Tensor) -> torch.Tensor:
@@ -167,18 +168,16 @@ def triple_modal_fitter(
 
 
 def evaluate_alignment(
-    aligned: torch.Tensor, target: torch.Tensor, ks: Sequence[int] = (1, 5, 10), positive_groups=None
+    aligned: torch.Tensor, target: torch.Tensor, ks: Sequence[int] = (1, 5, 10), positive_groups=None, model=None
 ) -> dict[str, float]:
-    """``mse``, ``cosine`` and bidirectional retrieval recall (``mean/R@k``, ``e2t/R@k``, ``t2e/R@k``)."""
-    from .metrics import bidirectional_recall, cosine_similarity, mse
+    """``mse``, ``cosine`` and bidirectional retrieval recall (``mean/R@k``, ``e2t/R@k``, ``t2e/R@k``) by the one
+    evaluation rule (``evaluation.scoring``: ``model``'s strategy rule; tokens flattened by default)."""
+    from .scoring import rows, score_rows
 
     if aligned.dim() == 2 and target.dim() == 3:  # pooled model (triple-modal) vs token targets
         target = target.mean(dim=1)
-    a, t = aligned.reshape(aligned.shape[0], -1).float(), target.reshape(target.shape[0], -1).float()
-    out = {"mse": mse(a, t), "cosine": cosine_similarity(a, t)}
-    out.update(bidirectional_recall(a, t, ks=tuple(k for k in ks if k <= a.shape[0]) or (1,),
-                                    positive_groups=positive_groups))
-    return out
+    a, t = rows(model, aligned), rows(model, target)
+    return score_rows(a, t, ks=tuple(k for k in ks if k <= a.shape[0]) or (1,), positive_groups=positive_groups)
 
 
 @dataclass
@@ -273,7 +272,8 @@ def cross_duration_matrix(
             groups = val.metadata_column(positive_key) if positive_key else None
             with torch.no_grad():
                 aligned = align(val.event_features)
-            metrics[train_name][eval_name] = evaluate_alignment(aligned, val.target_features, ks, groups)
+            metrics[train_name][eval_name] = evaluate_alignment(aligned, val.target_features, ks, groups,
+                                                                model=getattr(align, "model", None))
     if metric not in metrics[names[0]][names[0]]:
         raise KeyError(f"metric {metric!r} not computed; available: {sorted(metrics[names[0]][names[0]])}")
     matrix = [[metrics[tr][ev][metric] for ev in names] for tr in names]

@@ -118,14 +118,15 @@ def zero_shot_accuracy(model, test) -> tuple[float, float]:
     return acc, 1.0 / len(names)
 
 
-def train_contrastive_image(cfg: PipelineConfig, splits: dict, out: Path, tower: str, vision, tree: Path,
-                            duration: str) -> torch.Tensor:
-    """CEIA: LoRA (q/v of every block) on a copy of the vision tower, the last EventGPT frame of each window vs
-    the frozen tower's RGB frames, compared in the token space (``features="patch_tokens"``: penultimate-layer patch tokens, the loss
-    over their flattened layout); returns the test windows' event tokens flattened ``[N, P * D]``."""
+def train_image_strategy(cfg: PipelineConfig, strategy: str, splits: dict, out: Path, tower: str, vision,
+                         tree: Path, duration: str) -> torch.Tensor:
+    """An image-level strategy of the registry (contrastive_image: CEIA's LoRA on q/v of every block of a copy of
+    the vision tower) with its recipe, the last EventGPT frame of each window vs the frozen tower's RGB frames;
+    returns the test windows' aligned features as retrieval rows (its rule: patch tokens flattened)."""
+    from ..evaluation.scoring import rows
+    from ..registry import get_strategy
     from ..training.data import ImagePairDataset, TrainData
     from ..training.loop import train
-    from .features import TOKEN_LAYER
 
     size = vision.config.image_size
     # the window's last EventGPT frame (its final fifth of events, nearest the target frame in time): with the
@@ -133,26 +134,21 @@ def train_contrastive_image(cfg: PipelineConfig, splits: dict, out: Path, tower:
     pairs = {s: ImagePairDataset(splits[s].select_columns(["eventgpt_frames", "rgb"]), "eventgpt_frames", "rgb", size)
              for s in splits}
     final = out / "final"
-    model = None
     if not (final / "config.json").is_file():
         # the data is given directly (the job's own splits); dsec_data_dir only records where it came from
-        config = _base_config(cfg, "contrastive_image", out, len(pairs["train"]), clip_model=tower,
-                              dsec_data_dir=str(tree), durations=[duration],
-                              num_epochs=cfg.image_epochs, batch_size=cfg.image_batch_size,
-                              learning_rate=cfg.image_learning_rate,
-                              model_config=["features=\"patch_tokens\"", f"token_layer={TOKEN_LAYER}"])
+        extra = recipe(cfg, strategy, tower)
+        config = _base_config(cfg, strategy, out, len(pairs["train"]), clip_model=tower,
+                              dsec_data_dir=str(tree), durations=[duration], **extra)
         data = TrainData(pairs["train"], pairs.get("validation"), {"type": "pipeline", "duration": duration})
         train(config, None, data=data, clip_model=_copy(vision))
-    from ..contrastive.modeling_contrastive_image import ContrastiveImageAlignmentModel
-
-    model = ContrastiveImageAlignmentModel.from_pretrained(final, clip_model=_copy(vision))
+    model = get_strategy(strategy).get_model_class().from_pretrained(final, clip_model=_copy(vision))
     model.eval()
     feats = []
     with torch.inference_mode():
         test = pairs["test"]
         for i in range(0, len(test), 32):
             batch = torch.stack([test[j]["event_pixel_values"] for j in range(i, min(len(test), i + 32))])
-            feats.append(model(event_pixel_values=batch).aligned_features.float().flatten(1))
+            feats.append(rows(model, model(event_pixel_values=batch).aligned_features.float()))
     return torch.cat(feats)
 
 
