@@ -59,6 +59,7 @@ class StrategySpec:
         map_fit: ``fit(train, params, settings, context) -> (model, info)`` for the strategy map.
         profile: the selection table's row ``(min_pairs, comfortable_pairs, training, inference, quality)``.
         aliases: other spellings kept for old command lines / old ``training_info.json``.
+        summary: one sentence for model cards and listings.
     """
 
     name: str
@@ -75,6 +76,7 @@ class StrategySpec:
     map_fit: Any = None
     profile: tuple | None = None
     aliases: tuple[str, ...] = ()
+    summary: str = ""
 
     def __post_init__(self):
         if self.data_kind not in (None, *DATA_KINDS):

@@ -49,10 +49,13 @@ def map_fit(train, params, settings, context):
 
 register_strategy(StrategySpec(
     name="contrastive",
+    summary="CEIA-style symmetric InfoNCE alignment of event features to a frozen CLIP tower.",
     config_class="modeling_evalign.contrastive.configuration_contrastive:ContrastiveAlignmentConfig",
     model_class="modeling_evalign.contrastive.modeling_contrastive:ContrastiveAlignmentModule",
     model_type="evalign_contrastive",
     data_kind="features",
+    # the selection table (the brief's numbers): min / recommended pairs, training time, latency, quality
+    profile=(5_000, 10_000, "1-2 days", "~1 ms", "high"),
     # the main job: a per-token head; InfoNCE over the flattened token layout
     recipe={"model_config": {"projection_type": "mlp", "hidden_dim": 512, "token_pooling": "flatten"}},
     map_grid={"lr": [5e-4, 2e-3], "temperature": [0.07, 0.2], "width": [0, 1024]},
@@ -61,6 +64,7 @@ register_strategy(StrategySpec(
 
 register_strategy(StrategySpec(
     name="contrastive_image",
+    summary="CEIA: LoRA (q/v) on a copy of the CLIP vision tower, InfoNCE against the frozen tower.",
     config_class="modeling_evalign.contrastive.configuration_contrastive_image:ContrastiveImageAlignmentConfig",
     model_class="modeling_evalign.contrastive.modeling_contrastive_image:ContrastiveImageAlignmentModel",
     model_type="evalign_contrastive_image",

@@ -30,11 +30,14 @@ def map_fit(train, params, settings, context):
 
 register_strategy(StrategySpec(
     name="lightweight",
+    summary="A small adapter (linear or residual bottleneck MLP) from event features to target features.",
     config_class="modeling_evalign.lightweight.configuration_lightweight:LightweightAlignmentConfig",
     model_class="modeling_evalign.lightweight.modeling_lightweight:LightweightAlignmentModule",
     model_type="evalign_lightweight",
     data_kind="features",
     closed_form_init=True,
+    # the selection table (the brief's numbers): min / recommended pairs, training time, latency, quality
+    profile=(1_000, 5_000, "2-4 hours", "~1 ms", "medium"),
     recipe=job_recipe,
     map_grid={"lr": [1e-3, 3e-3], "width": [256, 1024]},
     map_fit=map_fit,

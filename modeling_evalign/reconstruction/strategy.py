@@ -12,5 +12,8 @@ for name, config, model, model_type in (
     ("reconstruction", "configuration_reconstruction:ReconstructionAlignmentConfig",
      "modeling_reconstruction:ReconstructionAlignmentModule", "evalign_reconstruction"),
 ):
-    register_strategy(StrategySpec(name=name, config_class=f"{_PKG}.{config}", model_class=f"{_PKG}.{model}",
-                                   model_type=model_type))
+    register_strategy(StrategySpec(
+        name=name, config_class=f"{_PKG}.{config}", model_class=f"{_PKG}.{model}", model_type=model_type,
+        summary="Events -> E2VID/FireNet intensity frames -> frozen CLIP; no training." if name == "reconstruction" else "",
+        profile=(0, 0, "none (pre-trained E2VID/FireNet)", "~15 ms", "medium") if name == "reconstruction" else None,
+    ))

@@ -91,10 +91,13 @@ def map_fit(train, params, settings, context):
 
 register_strategy(StrategySpec(
     name="triple_modal",
+    summary="EventBind/E-CLIP-style event-image, event-text and image-text alignment with zero-shot prompts.",
     config_class="modeling_evalign.triple_modal.configuration_triple_modal:TripleModalAlignmentConfig",
     model_class="modeling_evalign.triple_modal.modeling_triple_modal:TripleModalAlignmentModule",
     model_type="evalign_triple_modal",
     data_kind="features",
+    # the selection table (the brief's numbers): min / recommended pairs, training time, latency, quality
+    profile=(10_000, 50_000, "2-3 days", "~2 ms", "highest"),
     build=build,
     needs_labels=True,
     recipe=job_recipe,
@@ -104,6 +107,7 @@ register_strategy(StrategySpec(
 
 register_strategy(StrategySpec(
     name="triple_modal_image",
+    summary="EventBind-style event-image and event-text terms with LoRA (q/v) on the CLIP vision tower.",
     config_class="modeling_evalign.triple_modal.configuration_triple_modal_image:TripleModalImageAlignmentConfig",
     model_class="modeling_evalign.triple_modal.modeling_triple_modal_image:TripleModalImageAlignmentModel",
     model_type="evalign_triple_modal_image",
