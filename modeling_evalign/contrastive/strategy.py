@@ -8,7 +8,7 @@ from ..registry import StrategySpec, register_strategy
 
 def lora_kwargs(config) -> dict:
     """The image strategies' tower and LoRA settings from a TrainConfig."""
-    return dict(clip_model_name_or_path=config.clip_model, clip_revision=config.clip_revision, lora_r=config.lora_r,
+    return dict(clip_model_id=config.clip_model, clip_revision=config.clip_revision, lora_r=config.lora_r,
                 lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout)
 
 

@@ -165,7 +165,7 @@ def reconstruction_features(cfg: PipelineConfig, tree: Path, test, tower: str, v
     from .features import TOKEN_LAYER, load_vision_tower
 
     model = ReconstructionAlignmentModule.from_reconstruction_checkpoint(
-        cfg.firenet, clip_model_name_or_path=cfg.clip,
+        cfg.firenet, clip_model_id=cfg.clip,
         clip_config=None if cfg.clip else json.loads(vision.config.to_json_string()),
         feature_layer=TOKEN_LAYER, max_steps_per_window=cfg.reconstruction_max_steps,
     )

@@ -103,7 +103,7 @@ class ReconstructionAlignmentModule(EvalignPreTrainedModel):
                 torch.manual_seed(self.config.clip_init_seed)
                 return CLIPVisionModel(vision)
         return CLIPVisionModel.from_pretrained(
-            self.config.clip_model_name_or_path, revision=self.config.clip_revision
+            self.config.clip_model_id, revision=self.config.clip_revision
         )
 
     # ---- tensor interface ---------------------------------------------------------------------------
@@ -196,7 +196,7 @@ class ReconstructionAlignmentModule(EvalignPreTrainedModel):
     def from_reconstruction_checkpoint(cls, path: str | os.PathLike, **config_kwargs) -> ReconstructionAlignmentModule:
         """Build the strategy around a reconstruction net: an original ``.pth``/``.pth.tar`` file (converted
         on the fly) or a directory written by ``save_pretrained`` / the converter CLI. ``config_kwargs``
-        go to :class:`ReconstructionAlignmentConfig` (e.g. ``clip_model_name_or_path``)."""
+        go to :class:`ReconstructionAlignmentConfig` (e.g. ``clip_model_id``)."""
         from .checkpoint import load_original_checkpoint
 
         path = os.fspath(path)

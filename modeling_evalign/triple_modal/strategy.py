@@ -35,7 +35,7 @@ def build_image(config, data, overrides, clip_model=None):
     # text tower None -> the CLIP checkpoint itself (a full CLIP checkpoint holds both towers)
     return TripleModalImageAlignmentModel(TripleModalImageAlignmentConfig(
         **lora_kwargs(config), class_names=data.class_names if data else None,
-        text_model_name_or_path=config.text_model, **overrides), clip_model=clip_model)
+        text_model_id=config.text_model, **overrides), clip_model=clip_model)
 
 
 def job_recipe(cfg, tower: str) -> dict:
