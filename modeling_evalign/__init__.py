@@ -23,18 +23,22 @@ __version__ = "0.1.0"
 _LAZY: dict[str, str] = {
     # strategies
     "LightweightAlignmentConfig": "modeling_evalign.lightweight.configuration_lightweight",
-    "LightweightAlignmentModule": "modeling_evalign.lightweight.modeling_lightweight",
+    "LightweightAlignmentModel": "modeling_evalign.lightweight.modeling_lightweight",
+    "LightweightAlignmentModule": "modeling_evalign.lightweight.modeling_lightweight",  # the brief's name
     "ContrastiveAlignmentConfig": "modeling_evalign.contrastive.configuration_contrastive",
-    "ContrastiveAlignmentModule": "modeling_evalign.contrastive.modeling_contrastive",
+    "ContrastiveAlignmentModel": "modeling_evalign.contrastive.modeling_contrastive",
+    "ContrastiveAlignmentModule": "modeling_evalign.contrastive.modeling_contrastive",  # the brief's name
     "ContrastiveImageAlignmentConfig": "modeling_evalign.contrastive.configuration_contrastive_image",
     "ContrastiveImageAlignmentModel": "modeling_evalign.contrastive.modeling_contrastive_image",
     "TrainConfig": "modeling_evalign.training.config",
     "TripleModalAlignmentConfig": "modeling_evalign.triple_modal.configuration_triple_modal",
-    "TripleModalAlignmentModule": "modeling_evalign.triple_modal.modeling_triple_modal",
+    "TripleModalAlignmentModel": "modeling_evalign.triple_modal.modeling_triple_modal",
+    "TripleModalAlignmentModule": "modeling_evalign.triple_modal.modeling_triple_modal",  # the brief's name
     "TripleModalImageAlignmentConfig": "modeling_evalign.triple_modal.configuration_triple_modal_image",
     "TripleModalImageAlignmentModel": "modeling_evalign.triple_modal.modeling_triple_modal_image",
     "ReconstructionAlignmentConfig": "modeling_evalign.reconstruction.configuration_reconstruction",
-    "ReconstructionAlignmentModule": "modeling_evalign.reconstruction.modeling_reconstruction",
+    "ReconstructionAlignmentModel": "modeling_evalign.reconstruction.modeling_reconstruction",
+    "ReconstructionAlignmentModule": "modeling_evalign.reconstruction.modeling_reconstruction",  # the brief's name
     "encode_windows": "modeling_evalign.reconstruction.modeling_reconstruction",
     "E2VIDConfig": "modeling_evalign.reconstruction.configuration_e2vid",
     "E2VIDModel": "modeling_evalign.reconstruction.modeling_e2vid",

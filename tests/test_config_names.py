@@ -46,3 +46,11 @@ def test_new_names_and_defaults():
     assert ReconstructionAlignmentConfig().clip_revision is None
     with pytest.raises(ValueError, match="clip_model_id"):
         ContrastiveImageAlignmentConfig(clip_model_id="")
+
+
+def test_brief_class_names_are_aliases_of_the_transformers_style_names():
+    import modeling_evalign as ev
+
+    for name in ("Lightweight", "Contrastive", "TripleModal", "Reconstruction"):
+        assert getattr(ev, f"{name}AlignmentModule") is getattr(ev, f"{name}AlignmentModel")
+    assert ev.LightweightAlignmentModule.__name__ == "LightweightAlignmentModel"

@@ -69,7 +69,7 @@ def test_training_info_and_checkpoint_layout(splits, tmp_path):
     info = json.loads((tmp_path / "ckpt" / TRAINING_INFO_NAME).read_text())
     # one training_info writer for the facade and train_accelerate.py: strategy name + model_type
     assert info["strategy"] == "lightweight" and info["model_type"] == "evalign_lightweight"
-    assert info["model_class"] == "LightweightAlignmentModule" and info["num_processes"] == 1
+    assert info["model_class"] == "LightweightAlignmentModel" and info["num_processes"] == 1
     assert (info["train_size"], info["val_size"], info["event_dim"], info["target_dim"]) == (192, 96, DE, DT)
     assert info["num_epochs"] == 3 and [h["epoch"] for h in info["history"]] == [1, 2, 3]
     assert info["hyperparameters"]["batch_size"] == 40 and info["hyperparameters"]["seed"] == 3

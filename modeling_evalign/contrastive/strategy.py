@@ -34,10 +34,10 @@ def map_fit(train, params, settings, context):
     """Strategy map: InfoNCE head (linear, or MLP of ``width``), tokens compared as their flattened layout."""
     from ..training.trainer import ContrastiveAlignmentTrainer
     from .configuration_contrastive import ContrastiveAlignmentConfig
-    from .modeling_contrastive import ContrastiveAlignmentModule
+    from .modeling_contrastive import ContrastiveAlignmentModel
 
     width = int(params.get("width", 0))
-    model = ContrastiveAlignmentModule(ContrastiveAlignmentConfig(
+    model = ContrastiveAlignmentModel(ContrastiveAlignmentConfig(
         event_dim=train.event_dim, target_dim=train.target_dim, temperature=float(params["temperature"]),
         projection_type="mlp" if width else "linear", hidden_dim=width or 1024,
         token_pooling="flatten" if train.event_features.dim() == 3 else "mean"))
@@ -51,7 +51,7 @@ register_strategy(StrategySpec(
     name="contrastive",
     summary="CEIA-style symmetric InfoNCE alignment of event features to a frozen CLIP tower.",
     config_class="modeling_evalign.contrastive.configuration_contrastive:ContrastiveAlignmentConfig",
-    model_class="modeling_evalign.contrastive.modeling_contrastive:ContrastiveAlignmentModule",
+    model_class="modeling_evalign.contrastive.modeling_contrastive:ContrastiveAlignmentModel",
     model_type="evalign_contrastive",
     data_kind="features",
     # the selection table (the brief's numbers): min / recommended pairs, training time, latency, quality

@@ -71,10 +71,10 @@ def ridge_fitter(ridge: float = 1e-3) -> Fitter:
 
     def fit(dataset) -> FittedAligner:
         from ..lightweight.configuration_lightweight import LightweightAlignmentConfig
-        from ..lightweight.modeling_lightweight import LightweightAlignmentModule
+        from ..lightweight.modeling_lightweight import LightweightAlignmentModel
 
         start = time.perf_counter()
-        model = LightweightAlignmentModule(
+        model = LightweightAlignmentModel(
             LightweightAlignmentConfig(event_dim=dataset.event_dim, target_dim=dataset.target_dim)
         )
         model.fit_closed_form(dataset.event_features, dataset.target_features, ridge=ridge)
@@ -93,12 +93,12 @@ def contrastive_fitter(epochs: int = 20, lr: float = 5e-4, batch_size: int = 32,
 
     def fit(dataset) -> FittedAligner:
         from ..contrastive.configuration_contrastive import ContrastiveAlignmentConfig
-        from ..contrastive.modeling_contrastive import ContrastiveAlignmentModule
+        from ..contrastive.modeling_contrastive import ContrastiveAlignmentModel
         from ..training.trainer import ContrastiveAlignmentTrainer
 
         start = time.perf_counter()
         torch.manual_seed(seed)
-        model = ContrastiveAlignmentModule(
+        model = ContrastiveAlignmentModel(
             ContrastiveAlignmentConfig(event_dim=dataset.event_dim, target_dim=dataset.target_dim)
         )
         trainer = ContrastiveAlignmentTrainer(
@@ -127,7 +127,7 @@ def triple_modal_fitter(
 
     def fit(dataset) -> FittedAligner:
         from ..triple_modal.configuration_triple_modal import TripleModalAlignmentConfig
-        from ..triple_modal.modeling_triple_modal import TripleModalAlignmentModule
+        from ..triple_modal.modeling_triple_modal import TripleModalAlignmentModel
         from ..triple_modal.training import train_triple_modal
 
         start = time.perf_counter()
@@ -149,7 +149,7 @@ def triple_modal_fitter(
             event_dim=ev.shape[-1], target_dim=tg.shape[-1], hidden_dim=min(1024, 4 * ev.shape[-1]),
             class_names=names, **kwargs,
         )
-        model = TripleModalAlignmentModule(config)
+        model = TripleModalAlignmentModel(config)
         if labels is not None:
             try:
                 model.text_tower()

@@ -205,9 +205,9 @@ def fit_run(strategy: str, train, params: Mapping[str, float], settings: TrainSe
     torch.manual_seed(settings.seed)
     if strategy == "closed_form":
         from ..lightweight.configuration_lightweight import LightweightAlignmentConfig
-        from ..lightweight.modeling_lightweight import LightweightAlignmentModule
+        from ..lightweight.modeling_lightweight import LightweightAlignmentModel
 
-        model = LightweightAlignmentModule(LightweightAlignmentConfig(event_dim=train.event_dim,
+        model = LightweightAlignmentModel(LightweightAlignmentConfig(event_dim=train.event_dim,
                                                                       target_dim=train.target_dim))
         model.fit_closed_form(train.event_features.float(), train.target_features.float(),
                               ridge=float(params["ridge"]))

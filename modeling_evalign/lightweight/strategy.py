@@ -15,10 +15,10 @@ def map_fit(train, params, settings, context):
     """Strategy map: MSE regression, linear (width 0) or residual bottleneck MLP, through the one loop."""
     from ..training.trainer import ContrastiveAlignmentTrainer
     from .configuration_lightweight import LightweightAlignmentConfig
-    from .modeling_lightweight import LightweightAlignmentModule
+    from .modeling_lightweight import LightweightAlignmentModel
 
     width = int(params.get("width", 0))
-    model = LightweightAlignmentModule(LightweightAlignmentConfig(
+    model = LightweightAlignmentModel(LightweightAlignmentConfig(
         event_dim=train.event_dim, target_dim=train.target_dim, adapter_type="mlp" if width else "linear",
         hidden_dim=width or 256))
     epochs = settings.epochs(len(train))
@@ -32,7 +32,7 @@ register_strategy(StrategySpec(
     name="lightweight",
     summary="A small adapter (linear or residual bottleneck MLP) from event features to target features.",
     config_class="modeling_evalign.lightweight.configuration_lightweight:LightweightAlignmentConfig",
-    model_class="modeling_evalign.lightweight.modeling_lightweight:LightweightAlignmentModule",
+    model_class="modeling_evalign.lightweight.modeling_lightweight:LightweightAlignmentModel",
     model_type="evalign_lightweight",
     data_kind="features",
     closed_form_init=True,

@@ -37,9 +37,9 @@ def closed_form(cfg: PipelineConfig, train) -> torch.nn.Module:
     """Ridge regression (float64, centred) from event to target features, token by token (one map for every
     patch): the instant baseline."""
     from ..lightweight.configuration_lightweight import LightweightAlignmentConfig
-    from ..lightweight.modeling_lightweight import LightweightAlignmentModule
+    from ..lightweight.modeling_lightweight import LightweightAlignmentModel
 
-    model = LightweightAlignmentModule(
+    model = LightweightAlignmentModel(
         LightweightAlignmentConfig(event_dim=train.event_dim, target_dim=train.target_dim, adapter_type="linear")
     )
     model.fit_closed_form(train.event_features, train.target_features, ridge=cfg.ridge)
@@ -161,10 +161,10 @@ def _copy(vision):
 def reconstruction_features(cfg: PipelineConfig, tree: Path, test, tower: str, vision) -> torch.Tensor:
     """FireNet frames of every test window (state carried along each sequence) -> the same tower and head."""
     from ..events.dsec_reader import DsecEventReader
-    from ..reconstruction.modeling_reconstruction import ReconstructionAlignmentModule, encode_windows
+    from ..reconstruction.modeling_reconstruction import ReconstructionAlignmentModel, encode_windows
     from .features import TOKEN_LAYER, load_vision_tower
 
-    model = ReconstructionAlignmentModule.from_reconstruction_checkpoint(
+    model = ReconstructionAlignmentModel.from_reconstruction_checkpoint(
         cfg.firenet, clip_model_id=cfg.clip,
         clip_config=None if cfg.clip else json.loads(vision.config.to_json_string()),
         feature_layer=TOKEN_LAYER, max_steps_per_window=cfg.reconstruction_max_steps,

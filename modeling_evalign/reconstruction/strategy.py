@@ -10,7 +10,7 @@ for name, config, model, model_type in (
     ("e2vid", "configuration_e2vid:E2VIDConfig", "modeling_e2vid:E2VIDModel", "evalign_e2vid"),
     ("firenet", "configuration_firenet:FireNetConfig", "modeling_firenet:FireNetModel", "evalign_firenet"),
     ("reconstruction", "configuration_reconstruction:ReconstructionAlignmentConfig",
-     "modeling_reconstruction:ReconstructionAlignmentModule", "evalign_reconstruction"),
+     "modeling_reconstruction:ReconstructionAlignmentModel", "evalign_reconstruction"),
 ):
     register_strategy(StrategySpec(
         name=name, config_class=f"{_PKG}.{config}", model_class=f"{_PKG}.{model}", model_type=model_type,

@@ -16,14 +16,14 @@ def _text_projection_dim(text_model: str) -> int:
 
 def build(config, data, overrides, clip_model=None):
     from .configuration_triple_modal import TripleModalAlignmentConfig
-    from .modeling_triple_modal import TripleModalAlignmentModule
+    from .modeling_triple_modal import TripleModalAlignmentModel
 
     text_model = config.text_model or config.clip_model
     dims = dict(event_dim=data.event_dim, target_dim=data.target_dim)
     if overrides.get("image_features") == "tokens":  # image side: the RGB tokens; text space: the tower's
         dims = dict(event_dim=data.event_dim, image_token_dim=data.target_dim,
                     target_dim=overrides.pop("target_dim", None) or _text_projection_dim(text_model))
-    return TripleModalAlignmentModule(TripleModalAlignmentConfig(
+    return TripleModalAlignmentModel(TripleModalAlignmentConfig(
         **dims, class_names=data.class_names, text_model_id=text_model, **overrides))
 
 
@@ -52,7 +52,7 @@ def map_fit(train, params, settings, context):
     import torch
 
     from .configuration_triple_modal import TripleModalAlignmentConfig
-    from .modeling_triple_modal import TripleModalAlignmentModule
+    from .modeling_triple_modal import TripleModalAlignmentModel
     from .training import train_triple_modal
 
     text_tower, label_key = context.get("text_tower"), context.get("label_key", "scene")
@@ -71,7 +71,7 @@ def map_fit(train, params, settings, context):
             raise ValueError("triple_modal on token features needs a text tower (its text space)")
         dims = dict(event_dim=ev.shape[-1], image_token_dim=tg.shape[-1], image_features="tokens",
                     target_dim=int(text_tower.model.config.projection_dim))
-    model = TripleModalAlignmentModule(TripleModalAlignmentConfig(
+    model = TripleModalAlignmentModel(TripleModalAlignmentConfig(
         **dims, projection_type="mlp" if width else "linear", hidden_dim=width or 1024,
         logit_scale=min(100.0, 1.0 / float(params["temperature"])), class_names=names,
         **({"text_model_id": text_tower.source} if text_tower is not None else {})))
@@ -93,7 +93,7 @@ register_strategy(StrategySpec(
     name="triple_modal",
     summary="EventBind/E-CLIP-style event-image, event-text and image-text alignment with zero-shot prompts.",
     config_class="modeling_evalign.triple_modal.configuration_triple_modal:TripleModalAlignmentConfig",
-    model_class="modeling_evalign.triple_modal.modeling_triple_modal:TripleModalAlignmentModule",
+    model_class="modeling_evalign.triple_modal.modeling_triple_modal:TripleModalAlignmentModel",
     model_type="evalign_triple_modal",
     data_kind="features",
     # the selection table (the brief's numbers): min / recommended pairs, training time, latency, quality
