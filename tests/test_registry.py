@@ -171,6 +171,17 @@ def test_toy_strategy_in_the_strategy_map(toy, tmp_path):
     assert metrics["test"]["strict/e2t/R@1"] == pytest.approx(_recall_at_k(aligned, test.target_features, 1))
 
 
+def test_toy_strategy_in_cross_duration(toy, tmp_path):
+    from modeling_evalign.evaluation.cross_duration import cross_duration_matrix, strategy_fitter
+
+    dirs = {d: _token_dirs(tmp_path / d)["train"] for d in ("200ms", "1s")}
+    result = cross_duration_matrix(dirs, fitter=strategy_fitter("toy"), val_fraction=0.25, group_by="sequence")
+    assert result.durations == ["200ms", "1s"] and all(0.0 <= v <= 1.0 for row in result.matrix for v in row)
+    assert result.metrics["1s"]["1s"]["mse"] > 0
+    with pytest.raises(ValueError, match="no map_fit"):
+        strategy_fitter("contrastive_image")
+
+
 def test_register_rejects_a_clash_and_bad_specs(toy):
     other = StrategySpec(name="toy", config_class="x:Y", model_class="x:Z", model_type="evalign_other",
                          data_kind="features")

@@ -84,6 +84,28 @@ def ridge_fitter(ridge: float = 1e-3) -> Fitter:
     return fit
 
 
+def strategy_fitter(strategy: str, params: Mapping[str, float] | None = None, settings=None,
+                    **context) -> Fitter:
+    """Any strategy of the registry, trained by its spec's ``map_fit`` (the strategy map's fitter) with ``params``
+    (default: the first point of its ``map_grid``); ``context``: ``text_tower``, ``label_key``."""
+    from ..registry import get_strategy, resolve
+    from .strategy_map import TrainSettings, grid_points
+
+    spec = get_strategy(strategy)
+    if spec.map_fit is None:
+        raise ValueError(f"strategy {strategy!r} declares no map_fit: it cannot be fitted on features")
+    point = dict(params) if params is not None else grid_points(spec.map_grid or {})[0]
+    settings = settings or TrainSettings()
+
+    def fit(dataset) -> FittedAligner:
+        start = time.perf_counter()
+        torch.manual_seed(settings.seed)
+        model, info = resolve(spec.map_fit)(dataset, point, settings, context)
+        return aligner_from_model(model, seconds=time.perf_counter() - start, notes=info.get("notes", ""))
+
+    return fit
+
+
 def _pool_tokens(x: torch.Tensor) -> torch.Tensor:
     return x.mean(dim=1) if x.dim() == 3 else x
 
