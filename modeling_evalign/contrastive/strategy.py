@@ -72,3 +72,11 @@ register_strategy(StrategySpec(
     build=build_image,
     recipe=image_job_recipe,
 ))
+
+
+def train_contrastive_image(cfg, splits, out, tower, vision, tree, duration):
+    """The main job's contrastive_image row (kept for callers of ``pipeline.strategies``): see
+    :func:`modeling_evalign.pipeline.strategies.train_image_strategy`."""
+    from ..pipeline.strategies import train_image_strategy
+
+    return train_image_strategy(cfg, "contrastive_image", splits, out, tower, vision, tree, duration)

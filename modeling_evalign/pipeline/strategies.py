@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from ..contrastive.strategy import train_contrastive_image  # noqa: F401  (the seam other stages call)
 from .config import PipelineConfig
 from .features import log
 
