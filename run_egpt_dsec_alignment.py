@@ -62,7 +62,8 @@ def _parser():
 
 
 def main(argv: list[str] | None = None) -> int:
-    from modeling_evalign.training.config import DSEC_DURATIONS, IMAGE_STRATEGIES
+    from modeling_evalign.registry import get_strategy
+    from modeling_evalign.training.config import DSEC_DURATIONS
 
     parser, TrainConfig, DsecJobOptions = _parser()
     args = vars(parser.parse_args(argv))
@@ -76,7 +77,11 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"argument --{name}: expected an integer >= 1, got {getattr(options, name)}")
     fields = {k: v for k, v in args.items() if k in names}
     fields["durations"] = fields["durations"] or ["1s"]  # the brief's default duration
-    if fields["train_dir"] or fields["strategy"] in IMAGE_STRATEGIES:  # train_accelerate.py's behaviour
+    try:
+        spec = get_strategy(fields["strategy"])
+    except ValueError as err:
+        parser.error(f"argument --strategy: {err}")
+    if fields["train_dir"] or spec.data_kind == "images":  # train_accelerate.py's behaviour
         from modeling_evalign.pipeline.dsec_alignment import resolve_dsec_root
         from modeling_evalign.training.loop import run
 

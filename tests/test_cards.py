@@ -114,7 +114,7 @@ def test_usage_snippets_run_at_the_stated_shapes(job, monkeypatch):
         shape = [int(v) for v in stated.split(",")]
         expected = re.search(r"# torch\.Size\((\[[\d, ]+\])\)", code).group(1)
         if final.parent.name == "contrastive_image":  # CLIP-preprocessed images at the tower's size
-            tower_size = AutoConfig.from_pretrained(final).clip_model_name_or_path
+            tower_size = AutoConfig.from_pretrained(final).clip_model_id
             assert shape[1:] == [3, 32, 32] and tower_size.startswith("proxy_clip-")
         else:  # the features the model was trained on: [batch, patches, hidden] as stored on disk
             assert shape[1:] == list(stored.shape[1:]), (final.parent.name, shape, stored.shape)

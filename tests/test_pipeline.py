@@ -109,6 +109,23 @@ def test_pipeline_end_to_end_and_resume(tmp_path, capsys):
     assert unaligned["mse"] == pytest.approx(
         float(((test.event_features.double() - test.target_features.double()) ** 2).mean()), rel=1e-5)
 
+    # every trained checkpoint carries validation metrics by the README's rule (tokens flattened), recomputed here,
+    # and the row's held-out metrics as test_metrics
+    from transformers import AutoModel
+
+    val = AlignmentDataset.from_directory(feats / "validation")
+    for name in ("lightweight", "contrastive", "triple_modal"):
+        final = tmp_path / "demo" / "runs" / "1s" / name / "final"
+        info = json.loads((final / "training_info.json").read_text())
+        model = AutoModel.from_pretrained(final).eval()
+        with torch.no_grad():
+            aligned = model(event_features=val.event_features.float()).aligned_features.float().flatten(1)
+        want = bidirectional_recall(aligned, val.target_features.float().flatten(1))
+        for key in ("e2t/R@1", "t2e/R@1", "mean/R@5"):
+            assert info["final_metrics"][key] == pytest.approx(want[key]), (name, key)
+        row = next(r for r in rows if r.strategy == name).metrics
+        assert info["test_metrics"]["mean/R@1"] == row["mean/R@1"]
+
     # printed table == results.md == the rows in results.json
     saved = json.loads((tmp_path / "demo" / "results.json").read_text())
     assert [r["strategy"] for r in saved["rows"]] == strategies

@@ -265,7 +265,7 @@ def test_dsec_tree_end_to_end_with_scene_labels(tmp_path_factory, tmp_path):
     model = TripleModalImageAlignmentModel.from_pretrained(final, clip_model_name_or_path=str(clip),
                                                            text_model_name_or_path=str(clip))
     saved = json.loads((final / "config.json").read_text())
-    assert saved["clip_model_name_or_path"] == saved["text_model_name_or_path"] == clip.name  # a name, no path
+    assert saved["clip_model_id"] == saved["text_model_id"] == clip.name  # a name, no path
     assert info["model_type"] == "evalign_triple_modal_image" and info["global_steps"] >= 1
     assert set(model.config.class_names) <= set(scenes) and len(model.config.class_names) >= 2
     assert model.config.class_names == sorted(model.config.class_names)

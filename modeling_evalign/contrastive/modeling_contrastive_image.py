@@ -1,7 +1,7 @@
 """CEIA image-level contrastive model: LoRA on a copy of the CLIP vision tower, the original tower frozen.
 
 Checkpoints hold only what training changes (LoRA matrices + logit scale, a few MB for CLIP-L): the frozen
-tower is rebuilt from ``config.clip_model_name_or_path`` at ``config.clip_revision`` whenever the model is
+tower is rebuilt from ``config.clip_model_id`` at ``config.clip_revision`` whenever the model is
 constructed, which is why :meth:`from_pretrained` is overridden (transformers would otherwise build the
 model on the meta device and expect every weight in ``model.safetensors``).
 """
@@ -54,7 +54,7 @@ class ContrastiveImageAlignmentModel(EvalignPreTrainedModel):
     Args:
         config: the strategy config.
         clip_model: an already loaded ``CLIPVisionModelWithProjection`` to use instead of loading
-            ``config.clip_model_name_or_path`` (it must be that checkpoint: only the reference is saved).
+            ``config.clip_model_id`` (it must be that checkpoint: only the reference is saved).
     """
 
     config_class = ContrastiveImageAlignmentConfig
@@ -70,7 +70,7 @@ class ContrastiveImageAlignmentModel(EvalignPreTrainedModel):
         from peft import LoraConfig, get_peft_model
 
         if clip_model is None:
-            clip_model = load_clip_vision_tower(config.clip_model_name_or_path, config.clip_revision)
+            clip_model = load_clip_vision_tower(config.clip_model_id, config.clip_revision)
         target = clip_model
         event = copy.deepcopy(target)
         target.requires_grad_(False)

@@ -18,7 +18,7 @@ from typing import Any
 # (id field, revision field, tower loaded when the model is built) of the frozen tower in each strategy's config,
 # first match wins. THE accessor of the tower's fields: a renaming of those fields changes these lines only.
 TOWER_FIELDS: tuple[tuple[str, str, bool], ...] = (
-    ("clip_model_name_or_path", "clip_revision", True),  # contrastive_image, triple_modal_image, reconstruction
+    ("clip_model_id", "clip_revision", True),  # contrastive_image, triple_modal_image, reconstruction
     ("text_model_id", "text_revision", False),  # triple_modal: text tower loaded for zero-shot prompts only
 )
 

@@ -169,19 +169,12 @@ def build_windows(root: Path, duration: str, cache_dir: Path, options: DsecJobOp
 
 
 def evaluate_model(model, test) -> dict[str, float]:
-    """Held-out metrics of ``model`` on an AlignmentDataset: R@1/5/10 both directions (the window itself is the
-    only positive), ``seq/R@1`` (any window of the same sequence counts), cosine and MSE (as the demo)."""
-    from .report import evaluate_features
+    """Held-out metrics of ``model`` on an AlignmentDataset by the strategy's evaluation rule (the main job's:
+    ``evaluation.scoring``): R@1/5/10 both directions (the window itself is the only positive), ``seq/R@1``
+    (any window of the same sequence counts), cosine and MSE."""
+    from ..evaluation.scoring import score_model
 
-    model.eval()
-    with torch.inference_mode():
-        aligned = model(event_features=test.event_features.float()).aligned_features.float()
-    target = test.target_features.float()
-    if aligned.dim() == 3:  # token level: retrieval on the token means
-        aligned, target = aligned.mean(1), target.mean(1)
-    metrics = evaluate_features(aligned, target, test.metadata_column("sequence"))
-    metrics.pop("n_test")  # the split counts are reported beside the metrics (window_counts)
-    return metrics
+    return score_model(model, test, groups_key="sequence")
 
 
 def _publish(final: Path, dest: Path) -> None:
@@ -286,14 +279,16 @@ def run_duration(config, options: DsecJobOptions, root: Path, duration: str, enc
 
 
 def format_table(results: list[DurationResult]) -> str:
-    """Markdown table, one row per duration: window counts, held-out metrics (recalls in percent)."""
-    head = "| duration | strategy | train | val | test | " + " | ".join(METRIC_COLUMNS) + " |"
-    lines = [head, "|" + "---|" * (len(METRIC_COLUMNS) + 5)]
-    for r in results:
-        cells = [f"{100 * r.metrics[c]:.1f}" if "R@" in c else f"{r.metrics[c]:.4f}" for c in METRIC_COLUMNS]
-        counts = [str(r.counts.get(s, 0)) for s in ("train", "validation", "test")]
-        lines.append(f"| {r.duration} | {r.strategy} | " + " | ".join(counts + cells) + " |")
-    return "\n".join(lines)
+    """The one results table (``report.format_table``), one row per duration: window counts, held-out metrics
+    (recalls in percent), notes."""
+    from .report import StrategyRow
+    from .report import format_table as table
+
+    counts = ("train", "val", "test")
+    rows = [StrategyRow(r.duration, r.strategy, {**r.metrics, **{c: int(r.counts.get({"val": "validation"}.get(c, c), 0))
+                                                                  for c in counts}}, "; ".join(r.notes))
+            for r in results]
+    return table(rows, counts + METRIC_COLUMNS)
 
 
 def run_job(config, options: DsecJobOptions) -> list[DurationResult]:

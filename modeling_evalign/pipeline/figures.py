@@ -116,11 +116,11 @@ def _sample_arrays(cfg, out: Path, duration: str, tower: str) -> tuple[dict[str,
     meta = {"duration": duration, "sequence": row["sequence"], "window_start_us": int(row["window_start_us"]),
             "window_end_us": int(row["window_end_us"]), "rgb_index": k, "num_events": int(len(window.x))}
     if cfg.firenet and Path(cfg.firenet).is_file():
-        from ..reconstruction.modeling_reconstruction import ReconstructionAlignmentModule
+        from ..reconstruction.modeling_reconstruction import ReconstructionAlignmentModel
         from .features import load_vision_tower
 
-        model = ReconstructionAlignmentModule.from_reconstruction_checkpoint(
-            cfg.firenet, clip_model_name_or_path=cfg.clip, max_steps_per_window=cfg.reconstruction_max_steps,
+        model = ReconstructionAlignmentModel.from_reconstruction_checkpoint(
+            cfg.firenet, clip_model_id=cfg.clip, max_steps_per_window=cfg.reconstruction_max_steps,
             clip_config=None if cfg.clip else json.loads(load_vision_tower(tower).config.to_json_string()))
         model.set_clip_tower(load_vision_tower(tower, with_projection=False))
         model.reset()  # the first test window of its sequence: the recurrent state starts fresh

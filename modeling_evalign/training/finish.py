@@ -19,9 +19,8 @@ import torch
 from ..hub.paths import strip_machine_paths
 from ..utils.io_utils import atomic_write_json, atomic_write_text
 from .checkpointing import TrainerState
-from .config import IMAGE_STRATEGIES, TrainConfig
+from .config import TrainConfig
 from .data import TrainData
-from .models import STRATEGY_MODEL_TYPES
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +45,7 @@ def training_info(config: TrainConfig, model: torch.nn.Module, state: TrainerSta
     final_metrics = {k: v for k, v in (state.val_metrics[-1] if state.val_metrics else {}).items() if k != "epoch"}
     info = {
         "strategy": config.strategy,
-        "model_type": STRATEGY_MODEL_TYPES[config.strategy],
+        "model_type": config.spec.model_type,
         "model_class": type(model).__name__,
         "num_parameters": sum(p.numel() for p in model.parameters()),
         "num_trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
@@ -147,7 +146,7 @@ def _card_and_push(config: TrainConfig, out: Path, info: dict, duration: str | N
     model_id = config.hub_model_id or f"evalign/{config.strategy}{'-' + duration if duration else ''}"
     if write_model_card is not None:
         metrics = {duration: info["final_metrics"]} if duration else info["final_metrics"]
-        base_model = config.clip_model if config.strategy in IMAGE_STRATEGIES else None
+        base_model = config.clip_model if config.spec.data_kind == "images" else None
         recordings = ((facts or {}).get("data") or {}).get("recordings") or {}
         real_dsec = config.dsec_data_dir and recordings.get("synthetic") is False  # synthetic data is not "dsec"
         try:

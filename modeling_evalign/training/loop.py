@@ -38,11 +38,11 @@ from .checkpointing import (
     resolve_checkpoint,
     save_checkpoint,
 )
-from .config import FEATURE_STRATEGIES, IMAGE_STRATEGIES, LABELLED_STRATEGIES, TrainConfig
-from .data import MODEL_INPUTS, ShardedBatchSampler, TrainData, attach_labels, load_data
+from .config import TrainConfig
+from .data import ShardedBatchSampler, TrainData, attach_labels, load_data
 from .evaluation import evaluate
 from .finish import TRAINING_INFO_NAME, write_final
-from .models import STRATEGY_MODEL_TYPES, build_model, closed_form_warm_start, image_size
+from .models import build_model, closed_form_warm_start, image_size
 from .schedule import make_optimizer, make_schedule
 
 logger = logging.getLogger(__name__)
@@ -167,7 +167,7 @@ def _checkpoint_to_resume(config: TrainConfig) -> Path | None:
     output_dir = Path(config.output_dir)
     checkpoint = resolve_checkpoint(config.resume_from_checkpoint, output_dir)
     if checkpoint is not None:
-        check_compatible(checkpoint, config.strategy, STRATEGY_MODEL_TYPES[config.strategy])
+        check_compatible(checkpoint, config.strategy, config.spec.model_type)
     elif list_checkpoints(output_dir):
         raise ValueError(
             f"{output_dir} already holds checkpoints of an earlier run ({list_checkpoints(output_dir)[-1].name}): "
@@ -183,10 +183,10 @@ def _flat_hparams(config: TrainConfig) -> dict[str, Any]:
 def _prepare_data(config: TrainConfig, duration: str | None, data: TrainData | None, clip_model) -> TrainData:
     if data is None:
         size = None
-        if config.strategy in IMAGE_STRATEGIES:  # read from the tower's config: no weights loaded
+        if config.spec.data_kind == "images":  # read from the tower's config: no weights loaded
             size = clip_model.config.image_size if clip_model is not None else image_size(config)
         data = load_data(config, duration, image_size=size)
-    if config.strategy in LABELLED_STRATEGIES and data.class_names is None:
+    if config.spec.needs_labels and data.class_names is None:
         data = attach_labels(data, config.label_key)
     return data
 
@@ -225,7 +225,7 @@ def train(config: TrainConfig, duration: str | None = None, data: TrainData | No
     model, optimizer = accelerator.prepare(model, optimizer)
     unwrapped = accelerator.unwrap_model(model)
 
-    state = TrainerState(strategy=config.strategy, model_type=STRATEGY_MODEL_TYPES[config.strategy], world_size=world,
+    state = TrainerState(strategy=config.strategy, model_type=config.spec.model_type, world_size=world,
                          seed=config.seed, extra=dict(options.extra_state))
     if checkpoint is not None:
         state = load_checkpoint(accelerator, checkpoint, unwrapped, optimizer, scheduler)
@@ -250,7 +250,7 @@ def train(config: TrainConfig, duration: str | None = None, data: TrainData | No
         return evaluate(unwrapped, data.val, strategy=config.strategy, batch_size=config.batch_size,
                         device=accelerator.device, accelerator=accelerator)
 
-    event_key, target_key = MODEL_INPUTS[config.strategy]
+    event_key, target_key = config.spec.inputs
     start = time.perf_counter()
     last_checkpoint = checkpoint
     interrupted = False
@@ -347,7 +347,7 @@ def run(config: TrainConfig) -> list[TrainResult]:
     for run_config, duration in zip(runs, config.runs()):
         run_config.check_paths()
         _checkpoint_to_resume(run_config)
-        size = None if run_config.strategy in FEATURE_STRATEGIES else image_size(run_config)
+        size = image_size(run_config) if run_config.spec.data_kind == "images" else None
         with state.main_process_first():  # one process prepares the builder cache / extracts features
             data = load_data(run_config, duration, image_size=size)
         if run_config.batch_size > len(data.train):
@@ -359,5 +359,5 @@ def run(config: TrainConfig) -> list[TrainResult]:
     return [train(rc, duration=d, data=data) for rc, d, data in zip(runs, config.runs(), loaded)]
 
 
-__all__ = ["STRATEGY_MODEL_TYPES", "TRAINING_INFO_NAME", "RunOptions", "TrainResult", "build_model", "evaluate",
+__all__ = ["TRAINING_INFO_NAME", "RunOptions", "TrainResult", "build_model", "evaluate",
            "run", "train", "use_cpu"]
