@@ -122,7 +122,7 @@ def eval_facts(metrics: Mapping[str, float], n: int, split: str, rule: str | Non
 
 def gather(config, model: torch.nn.Module, data, info: Mapping[str, Any]) -> dict[str, Any]:
     """Every fact the card template needs, from the training run's objects (paths still local here)."""
-    from ..training.data import MODEL_INPUTS
+    from ..training.data import model_inputs
 
     model_config = getattr(model, "config", None)
     reference, revision = tower_reference(model_config) if model_config is not None else (None, None)
@@ -138,7 +138,7 @@ def gather(config, model: torch.nn.Module, data, info: Mapping[str, Any]) -> dic
         "tower": tower_facts(reference, revision),
         "tower_field": field,
         "needs_tower": loaded_at_build,
-        "contract": input_contract(model, data.train, MODEL_INPUTS[config.strategy][0]),
+        "contract": input_contract(model, data.train, model_inputs(config.strategy)[0]),
         "data": data_facts(data.source, counts, list(info.get("durations") or [])),
         "evaluation": eval_facts(info.get("final_metrics", {}), int(counts.get("val", 0)), "validation",
                                  info.get("evaluation_rule")),
