@@ -27,10 +27,10 @@ from modeling_evalign.utils.cli import ArgumentParser, CLIError, run_cli
 DTYPE_CHOICES = ["float32", "bfloat16", "float16"]
 
 
-def _encoder(name: str, revision: str | None, device):
+def _encoder(name: str, revision: str | None, device, what: str):
     from modeling_evalign.features.extraction import load_clip_vision, tiny_clip_vision
 
-    model = tiny_clip_vision() if name == "tiny" else load_clip_vision(name, revision=revision)
+    model = tiny_clip_vision() if name == "tiny" else load_clip_vision(name, revision=revision, what=what)
     return model.to(device)
 
 
@@ -107,9 +107,9 @@ def main(argv=None) -> dict:
         target_layer=args.target_layer,
     )
     sources = _sources(args, process)
-    event_model = _encoder(args.event_model, args.revision, process.device)
+    event_model = _encoder(args.event_model, args.revision, process.device, "--event-model")
     target_model = (
-        event_model if args.target_model is None else _encoder(args.target_model, args.revision, process.device)
+        event_model if args.target_model is None else _encoder(args.target_model, args.revision, process.device, "--target-model")
     )
     results = {}
     for split, rows in sources.items():
