@@ -74,6 +74,10 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("extract_batch_size",):
         if getattr(options, name) < 1:
             parser.error(f"argument --{name}: expected an integer >= 1, got {getattr(options, name)}")
+    from modeling_evalign.utils.checks import check_device, check_tower_names
+
+    check_device("--device", options.device)  # before any data or tower work
+    check_tower_names(**{"--event_model": options.event_model, "--target_model": options.target_model})
     fields = {k: v for k, v in args.items() if k in names}
     fields["durations"] = fields["durations"] or ["1s"]  # the brief's default duration
     if fields["train_dir"] or fields["strategy"] in IMAGE_STRATEGIES:  # train_accelerate.py's behaviour

@@ -27,3 +27,25 @@ def check_positive_finite(name: str, value: float) -> float:
     if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
         raise ValueError(f"{name}={value!r}: expected a finite number > 0")
     return float(value)
+
+
+def check_device(name: str, device: str | None) -> None:
+    """``cuda`` (or ``cuda:N``) only where torch sees that GPU: otherwise one line, before any work."""
+    if device is None or not str(device).startswith("cuda"):
+        return
+    import torch
+
+    index = int(str(device).partition(":")[2] or 0)
+    if not torch.cuda.is_available():
+        raise ValueError(f"{name}={device}: no CUDA GPU is available to torch here (use cpu)")
+    if index >= torch.cuda.device_count():
+        raise ValueError(f"{name}={device}: torch sees {torch.cuda.device_count()} GPU(s)")
+
+
+def check_tower_names(**towers: str | None) -> None:
+    """Flag -> tower name: paths must exist (``proxy``/``tiny`` and Hub repo ids pass), before any data work."""
+    from ..features.towers import check_tower_reference
+
+    for flag, name in towers.items():
+        if name and name not in ("proxy", "tiny"):
+            check_tower_reference(name, flag)
