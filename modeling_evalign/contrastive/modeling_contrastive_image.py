@@ -28,9 +28,9 @@ _HUB_KWARGS = ("cache_dir", "force_download", "proxies", "token", "revision", "l
 
 def load_clip_vision_tower(name_or_path: str, revision: str = "main"):
     """``CLIPVisionModelWithProjection`` (vision tower + visual projection) from a CLIP or CLIP-vision checkpoint."""
-    from ..features import towers  # refuses anything but a complete CLIP vision tower
+    from ..features.towers import load_clip_vision_tower as load_checked  # refuses anything but a CLIP tower
 
-    return towers.load_clip_vision_tower(name_or_path, revision=revision, with_projection=True, what="clip_model",
+    return load_checked(name_or_path, revision=revision, with_projection=True, what="clip_model",
                                   frozen=False)
 
 

@@ -16,8 +16,9 @@ from pathlib import Path
 
 # Model types whose checkpoints hold a CLIP vision tower (a full CLIP, or the vision part alone).
 CLIP_MODEL_TYPES = ("clip", "clip_vision_model")
-# Weights of a full CLIP checkpoint that a vision tower is expected not to use.
-_TEXT_PREFIXES = ("text_model.", "text_projection.", "logit_scale")
+# Weights of a full CLIP checkpoint that a vision tower is expected not to use (the projection: a plain
+# CLIPVisionModel has none).
+_TEXT_PREFIXES = ("text_model.", "text_projection.", "logit_scale", "visual_projection.")
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
