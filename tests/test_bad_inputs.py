@@ -13,7 +13,7 @@ import pytest
 import torch
 from dsec_tree import synthetic_tree
 
-from modeling_evalign.utils.io_utils import MANIFEST_NAME, atomic_directory, atomic_write_bytes
+from modeling_evalign.utils.io_utils import atomic_directory, atomic_write_bytes
 
 torch.set_num_threads(1)
 
@@ -148,7 +148,7 @@ def test_tower_loader_accepts_clip_and_refuses_everything_else(towers):
     assert not any(p.requires_grad for p in full.parameters())
     load_clip_vision_tower(towers / "vision")
     load_clip_vision_tower(towers / "full", with_projection=True)
-    with pytest.raises(TowerError, match=r"'evalign_lightweight' checkpoint: expected a CLIP vision tower"):
+    with pytest.raises(TowerError, match=r"model_type 'evalign_lightweight': expected a CLIP vision tower"):
         load_clip_vision_tower(towers / "alignment", what="--event-model")
     with pytest.raises(TowerError, match="missing weights"):
         load_clip_vision_tower(towers / "hollow")
@@ -159,7 +159,9 @@ def test_tower_loader_accepts_clip_and_refuses_everything_else(towers):
 
 
 def test_every_tower_loader_goes_through_the_check(towers):
-    from modeling_evalign.contrastive.modeling_contrastive_image import load_clip_vision_tower as contrastive_loader
+    from modeling_evalign.contrastive.modeling_contrastive_image import (
+        load_clip_vision_tower as contrastive_loader,
+    )
     from modeling_evalign.features.extraction import load_clip_vision
     from modeling_evalign.features.towers import TowerError
     from modeling_evalign.pipeline.features import load_vision_tower

@@ -60,8 +60,8 @@ def load_clip_vision_tower(name_or_path: str | os.PathLike, *, revision: str | N
     check_tower_reference(name, what)
     model_type = _model_type(name, revision, what)
     if model_type not in CLIP_MODEL_TYPES:
-        raise TowerError(f"{what} {name!r} is a {model_type or 'config without model_type'!r} checkpoint: expected "
-                         f"a CLIP vision tower (model_type one of {list(CLIP_MODEL_TYPES)})")
+        raise TowerError(f"{what} {name!r} has model_type {model_type or None!r}: expected a CLIP vision tower "
+                         f"(model_type one of {list(CLIP_MODEL_TYPES)})")
     cls = CLIPVisionModelWithProjection if with_projection else CLIPVisionModel
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # the report is checked below instead of printed
