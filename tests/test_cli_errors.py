@@ -292,3 +292,8 @@ def test_issue_cases_lost_nothing(bad):
     assert not (bad["root"] / "ESCAPED").exists() and not (bad["root"].parent / "ESCAPED").exists()
     # no features from a wrong tower or a corrupt recording (a resumable shard manifest may exist)
     assert not list((bad["root"] / "feats").rglob("*.safetensors"))
+    # checked before any expensive work: no training output, no generated DSEC tree, no fit, no report
+    root = bad["root"]
+    assert not list((root / "o").rglob("*.safetensors")) and not list((root / "o").rglob("checkpoint-*"))
+    for name in ("pipe", "p2", "p3", "s", "rep", "O"):
+        assert not (root / name).exists(), f"{name} was written before the bad input was refused"
