@@ -164,12 +164,18 @@ def test_every_tower_loader_goes_through_the_check(towers):
     )
     from modeling_evalign.features.extraction import load_clip_vision
     from modeling_evalign.features.towers import TowerError
+    from modeling_evalign.pipeline.dsec_alignment import load_tower
     from modeling_evalign.pipeline.features import load_vision_tower
+    from modeling_evalign.reconstruction.configuration_reconstruction import ReconstructionAlignmentConfig
+    from modeling_evalign.reconstruction.modeling_reconstruction import ReconstructionAlignmentModule
     from modeling_evalign.training.data import _clip_vision_model
 
-    for load in (load_clip_vision, load_vision_tower, contrastive_loader,
+    def reconstruction(path):  # the frozen tower is loaded on first access
+        return ReconstructionAlignmentModule(ReconstructionAlignmentConfig(clip_model_name_or_path=path)).clip_tower
+
+    for load in (load_clip_vision, load_vision_tower, contrastive_loader, load_tower, reconstruction,
                  lambda p: _clip_vision_model(p, None)):
-        with pytest.raises(TowerError):
+        with pytest.raises(TowerError, match="expected a CLIP vision tower"):
             load(str(towers / "alignment"))
 
 
@@ -318,3 +324,25 @@ def test_checkpoint_leftovers_are_cleaned_and_the_pointer_cannot_leave_output_di
     removed = ck.clean_leftovers(out)
     assert sorted(p.name for p in removed) == [".checkpoint-2.deleting", ".checkpoint-5.partial"]
     assert sorted(p.name for p in out.iterdir()) == ["checkpoint-3", ck.LATEST_NAME, "user_dir"]
+
+
+def test_feature_extraction_keeps_a_users_files_and_refuses_a_file(tmp_path):
+    from modeling_evalign.features.extraction import extract_features, tiny_clip_vision
+
+    rng = np.random.default_rng(0)
+    rows = [{"eventgpt_frames": [(rng.random((30, 40, 3)) * 255).astype(np.uint8) for _ in range(3)],
+             "rgb": (rng.random((36, 48, 3)) * 255).astype(np.uint8), "sequence": "s", "window_start_us": i,
+             "window_end_us": i + 1, "scene": None} for i in range(2)]
+    out = tmp_path / "feats"
+    (out / "plots").mkdir(parents=True)
+    (out / "notes.txt").write_text("precious")
+    (out / "plots" / "a.png").write_bytes(b"png")
+    extract_features(rows, out, tiny_clip_vision(seed=0), progress=False)
+    assert (out / "notes.txt").read_text() == "precious" and (out / "plots" / "a.png").read_bytes() == b"png"
+    assert (out / "event_features.safetensors").is_file()
+    a_file = tmp_path / "a_file"
+    a_file.write_text("also precious")
+    with pytest.raises((FileExistsError, NotADirectoryError)):
+        extract_features(rows, a_file, tiny_clip_vision(seed=0), progress=False)
+    assert a_file.read_text() == "also precious"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "feats"]
