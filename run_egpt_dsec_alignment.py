@@ -89,9 +89,14 @@ def main(argv: list[str] | None = None) -> int:
         elif not args["durations"] and "{duration}" not in fields["train_dir"]:
             fields["durations"] = []  # one run on the given feature directories
         fields["cpu"] = fields["cpu"] or options.device == "cpu"
-        for result in run(TrainConfig(**fields)):
+        results = run(TrainConfig(**fields))
+        for result in results:
             status = "interrupted (resumable)" if result.interrupted else "finished"
             print(f"[evalign] {result.output_dir}: {status} at step {result.global_step}", flush=True)
+        if any(r.signalled for r in results):  # as train_accelerate.py: a SIGTERM-stopped run is not a success
+            print(f"{PROG}: stopped by SIGTERM after saving a checkpoint; rerun with --resume_from_checkpoint latest",
+                  file=sys.stderr, flush=True)
+            return 143
         return 0
     from modeling_evalign.pipeline.dsec_alignment import resolve_dsec_root, run_job
 
