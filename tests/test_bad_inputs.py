@@ -286,6 +286,17 @@ def test_bad_event_values_name_the_file_sequence_and_window(tree, tmp_path, fiel
     with pytest.raises(ValueError, match=rf"events\.h5 \(sequence {seq.name}, window \d+ .*{message}"):
         for i in range(len(windows)):
             windows[i]
+    # the same file through the datasets builder (which wraps it; the CLI reports the wrapped error)
+    import re
+
+    from modeling_evalign.data.dsec_builder import DsecAlignmentBuilder
+    from modeling_evalign.utils.cli import user_error
+
+    builder = DsecAlignmentBuilder(config_name="1s", data_dir=str(root), cache_dir=str(tmp_path / "cache"))
+    with pytest.raises(Exception) as info:
+        builder.download_and_prepare()
+    found = user_error(info.value)
+    assert found is not None and re.search(rf"events\.h5 \(sequence {seq.name}, window \d+ .*{message}", str(found))
 
 
 def test_corrupt_png_is_named_at_build_time(tree, tmp_path):
