@@ -164,9 +164,10 @@ def convert_legacy_checkpoint(src: str | Path, out_dir: str | Path) -> Path:
     import torch
 
     from .legacy.modeling_legacy import LegacyAlignmentModel
-    from .utils.io_utils import atomic_directory, atomic_write_json
+    from .utils.io_utils import atomic_directory, atomic_write_json, check_output_directory
 
     src, out_dir = Path(src), Path(out_dir)
+    check_output_directory(out_dir)  # refuse a user's folder or file before reading anything
     checkpoint = load_legacy_checkpoint(src)
     config, notes = _legacy_config(src, checkpoint)
     state = {str(k): v for k, v in checkpoint["model_state_dict"].items()}

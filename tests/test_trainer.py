@@ -272,3 +272,35 @@ def test_facade_and_train_accelerate_are_one_loop(tmp_path):
     for key in ("mse", "e2t/R@1", "t2e/R@5"):
         assert result.final_metrics[key] == pytest.approx(cli_info["final_metrics"][key], rel=1e-6)
     assert result.final_metrics["cosine_similarity"] == pytest.approx(cli_info["final_metrics"]["cosine"], rel=1e-6)
+
+
+def test_sigterm_keeps_the_checkpoint_and_never_reports_a_finished_run(splits, tmp_path):
+    import os
+    import signal
+
+    train, val = splits
+    kwargs = {"lr": 1e-2, "batch_size": 32, "seed": 4, "progress": False}
+    torch.manual_seed(0)
+    reference = _model("lightweight")
+    ContrastiveAlignmentTrainer(reference, train, val, **kwargs).train(num_epochs=3)
+
+    torch.manual_seed(0)
+    stopped = _model("lightweight")
+    forward, calls = stopped.forward, []
+
+    def sigterm_at_step_8(*args, **kw):  # the loop's handler saves a checkpoint at the step boundary
+        if stopped.training:
+            calls.append(1)
+            if len(calls) == 8:
+                os.kill(os.getpid(), signal.SIGTERM)
+        return forward(*args, **kw)
+
+    stopped.forward = sigterm_at_step_8
+    with pytest.raises(KeyboardInterrupt, match="SIGTERM at step 8"):
+        ContrastiveAlignmentTrainer(stopped, train, val, **kwargs).train(num_epochs=3, save_path=tmp_path / "run")
+    assert (tmp_path / ".run.resume" / "checkpoint-8").is_dir() and not (tmp_path / "run").exists()
+    fresh = _model("lightweight")
+    result = ContrastiveAlignmentTrainer(fresh, train, val, **kwargs).train(num_epochs=3, save_path=tmp_path / "run")
+    assert result.resumed_from_epoch == 1
+    ref, got = reference.state_dict(), fresh.state_dict()
+    assert all(torch.allclose(ref[k], got[k], atol=1e-6) for k in ref)

@@ -28,17 +28,10 @@ _HUB_KWARGS = ("cache_dir", "force_download", "proxies", "token", "revision", "l
 
 def load_clip_vision_tower(name_or_path: str, revision: str = "main"):
     """``CLIPVisionModelWithProjection`` (vision tower + visual projection) from a CLIP or CLIP-vision checkpoint."""
-    from transformers import CLIPVisionModelWithProjection
-    from transformers.utils import logging as hf_logging
+    from ..features.towers import load_clip_vision_tower as load_checked  # refuses anything but a CLIP tower
 
-    # A full CLIP checkpoint always has text-tower weights the vision model does not use: don't print a
-    # load report listing them as unexpected on every construction.
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    try:
-        return CLIPVisionModelWithProjection.from_pretrained(name_or_path, revision=revision)
-    finally:
-        hf_logging.set_verbosity(verbosity)
+    return load_checked(name_or_path, revision=revision, with_projection=True, what="clip_model",
+                                  frozen=False)
 
 
 class ContrastiveImageAlignmentModel(EvalignPreTrainedModel):

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..utils.io_utils import atomic_directory
+from ..utils.io_utils import atomic_directory, check_output_directory
 from .windows import DURATIONS_US, duration_us
 
 DEFAULT_REPO_ID = "evalign/dsec-alignment"
@@ -80,6 +80,7 @@ def export_dsec(
         raise ValueError(
             f"max_rows_per_shard and max_shard_bytes must be >= 1, got {max_rows_per_shard}, {max_shard_bytes}"
         )
+    check_output_directory(output_dir)  # a user's folder (or a file) at --out is refused before any build
     result = ExportResult(output_dir=Path(output_dir))
     configs, table, split_sequences, first = [], [], {}, None
     with atomic_directory(output_dir) as tmp:

@@ -85,7 +85,16 @@ class PipelineConfig:
         if not (0 < self.test_fraction < 1 and 0 <= self.val_fraction < 1 and self.val_fraction + self.test_fraction < 1):
             raise ValueError(f"PipelineConfig: val_fraction={self.val_fraction}, test_fraction={self.test_fraction}: "
                              "expected fractions with val + test < 1")
-        self.sensor_size, self.image_size = tuple(self.sensor_size), tuple(self.image_size)
+        from ..utils.checks import check_positive_finite, check_size
+
+        self.sensor_size = check_size("PipelineConfig.sensor_size (--sensor-size)", self.sensor_size)
+        self.image_size = check_size("PipelineConfig.image_size (--image-size)", self.image_size)
+        check_positive_finite("PipelineConfig.learning_rate (--learning-rate)", self.learning_rate)
+        check_positive_finite("PipelineConfig.image_learning_rate", self.image_learning_rate)
+        if self.clip:  # before generating any data: a missing --clip path is named now, not after minutes
+            from ..features.towers import check_tower_reference
+
+            check_tower_reference(self.clip, "--clip")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -45,17 +45,9 @@ def tower_path(cfg: PipelineConfig) -> str:
 def load_vision_tower(name_or_path: str, with_projection: bool = True):
     """Frozen ``CLIPVisionModelWithProjection`` (or plain ``CLIPVisionModel``) from a repo id or directory (a
     full CLIP checkpoint's text weights are expected to be unused: no load report about them)."""
-    from transformers import CLIPVisionModel, CLIPVisionModelWithProjection
-    from transformers.utils import logging as hf_logging
+    from ..features.towers import load_clip_vision_tower
 
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    try:
-        cls = CLIPVisionModelWithProjection if with_projection else CLIPVisionModel
-        model = cls.from_pretrained(name_or_path)
-    finally:
-        hf_logging.set_verbosity(verbosity)
-    return model.eval().requires_grad_(False)
+    return load_clip_vision_tower(name_or_path, with_projection=with_projection, what="--clip")
 
 
 TOKEN_LAYER = -2  # penultimate, as EventGPT's and Video-LLaVA's towers

@@ -102,9 +102,12 @@ class ReconstructionAlignmentModel(EvalignPreTrainedModel):
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(self.config.clip_init_seed)
                 return CLIPVisionModel(vision)
-        return CLIPVisionModel.from_pretrained(
-            self.config.clip_model_id, revision=self.config.clip_revision
+        from ..features.towers import (
+            load_clip_vision_tower,  # refuses anything but a complete CLIP vision tower
         )
+
+        return load_clip_vision_tower(self.config.clip_model_id, revision=self.config.clip_revision,
+                                      what="clip_model_id", frozen=False)
 
     # ---- tensor interface ---------------------------------------------------------------------------
     def forward(self, voxel: torch.Tensor | None = None, prev_states=None, *, event_features=None,

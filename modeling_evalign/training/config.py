@@ -113,7 +113,9 @@ class TrainConfig:
         for path in (self.train_dir, self.val_dir):
             if path and "{duration}" in path and not self.durations:
                 raise ValueError(f"TrainConfig: {path!r} contains '{{duration}}' but no durations were given")
-        self.model_overrides()  # parse early: a typo fails before training
+        from .validation import validate_train_config
+
+        validate_train_config(self)  # non-finite/negative values, unknown model_config keys, the Hub target
 
     @property
     def spec(self):

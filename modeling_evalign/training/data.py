@@ -172,15 +172,9 @@ def load_dsec_feature_data(config: TrainConfig, duration: str) -> TrainData:
 
 
 def _clip_vision_model(name_or_path: str, revision: str):
-    from transformers import CLIPVisionModel
-    from transformers.utils import logging as hf_logging
+    from ..features.towers import load_clip_vision_tower  # refuses anything but a complete CLIP vision tower
 
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # a full CLIP checkpoint's text weights are expected to be unused
-    try:
-        return CLIPVisionModel.from_pretrained(name_or_path, revision=revision)
-    finally:
-        hf_logging.set_verbosity(verbosity)
+    return load_clip_vision_tower(name_or_path, revision=revision, what="--clip_model", frozen=False)
 
 
 def load_data(config: TrainConfig, duration: str | None, image_size: int | None = None) -> TrainData:

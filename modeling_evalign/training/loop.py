@@ -52,7 +52,8 @@ logger = logging.getLogger(__name__)
 class TrainResult:
     """Outcome of one run. ``losses``: training loss per optimizer step (mean over processes);
     ``val_metrics``: one dict per finished epoch; ``history``: per-epoch records (see TrainerState);
-    ``interrupted``: stopped early with a checkpoint; ``final_dir``: the final checkpoint (None if not written)."""
+    ``interrupted``: stopped early with a checkpoint (``signalled``: by SIGTERM, not by ``stop_at_step``);
+    ``final_dir``: the final checkpoint (None if not written)."""
 
     output_dir: Path
     global_step: int
@@ -64,6 +65,7 @@ class TrainResult:
     steps_per_epoch: int = 0
     resumed_from_step: int | None = None
     final_dir: Path | None = None
+    signalled: bool = False
 
 
 @dataclass
@@ -253,7 +255,7 @@ def train(config: TrainConfig, duration: str | None = None, data: TrainData | No
     event_key, target_key = config.spec.inputs
     start = time.perf_counter()
     last_checkpoint = checkpoint
-    interrupted = False
+    interrupted = signalled = False
     progress = progress_bar(total=total_steps, initial=state.global_step, unit="step",
                             disable=not (accelerator.is_local_main_process and options.progress),
                             desc=f"train {config.strategy}{' ' + duration if duration else ''}")
@@ -298,7 +300,7 @@ def train(config: TrainConfig, duration: str | None = None, data: TrainData | No
                     if accelerator.is_main_process and options.announce_checkpoints:
                         print(f"[evalign] checkpoint saved: {last_checkpoint}", flush=True)
                 if stop_requested or at_limit:
-                    interrupted = True
+                    interrupted, signalled = True, stop_requested
                     break
             if interrupted:
                 break
@@ -316,7 +318,8 @@ def train(config: TrainConfig, duration: str | None = None, data: TrainData | No
             state.step_in_epoch = 0
     elapsed = time.perf_counter() - start
     result = TrainResult(output_dir, state.global_step, list(state.losses), list(state.val_metrics), interrupted,
-                         last_checkpoint, list(state.history), steps_per_epoch, resumed_from_step)
+                         last_checkpoint, list(state.history), steps_per_epoch, resumed_from_step,
+                         signalled=signalled)
     if not interrupted and options.save_final:
         result.final_dir = write_final(accelerator, config, unwrapped, state, data, steps_per_epoch=steps_per_epoch,
                                        elapsed=elapsed, duration=duration, resumed_from=checkpoint,

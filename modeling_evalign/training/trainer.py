@@ -290,6 +290,9 @@ class ContrastiveAlignmentTrainer:
                     "ks": list(self.ks),
                 }
             result = run_loop(config, data=data, options=options)
+        if result.interrupted:  # SIGTERM: keep the checkpoint just saved (train() again resumes), never report done
+            raise KeyboardInterrupt(f"training stopped by SIGTERM at step {result.global_step}"
+                                    + (f"; its checkpoint is in {work_dir}" if work_dir is not None else ""))
         if work_dir is not None:
             shutil.rmtree(work_dir, ignore_errors=True)
         history = result.history
