@@ -267,17 +267,16 @@ def run_duration(config, options: DsecJobOptions, root: Path, duration: str, enc
     return result
 
 
-def format_table(results: list[DurationResult]) -> str:
-    """The one results table (``report.format_table``), one row per duration: window counts, held-out metrics
-    (recalls in percent), notes."""
-    from .report import StrategyRow
-    from .report import format_table as table
+def results_table(results: list[DurationResult]) -> str:
+    """The brief's results as rows of the one table formatter (``report.format_table``), one row per duration:
+    window counts, held-out metrics (recalls in percent), notes."""
+    from .report import StrategyRow, format_table
 
     counts = ("train", "val", "test")
     rows = [StrategyRow(r.duration, r.strategy, {**r.metrics, **{c: int(r.counts.get({"val": "validation"}.get(c, c), 0))
                                                                   for c in counts}}, "; ".join(r.notes))
             for r in results]
-    return table(rows, counts + METRIC_COLUMNS)
+    return format_table(rows, counts + METRIC_COLUMNS)
 
 
 def run_job(config, options: DsecJobOptions) -> list[DurationResult]:
@@ -297,7 +296,7 @@ def run_job(config, options: DsecJobOptions) -> list[DurationResult]:
                 raise
             skipped[duration] = str(err)
             _log(f"[{duration}] skipped: {err}")
-    table = format_table(results) + "".join(f"\n\nskipped {d}: {why}" for d, why in skipped.items())
+    table = results_table(results) + "".join(f"\n\nskipped {d}: {why}" for d, why in skipped.items())
     out = Path(config.output_dir)
     print(table, flush=True)
     atomic_write_text(out / "results.md", table + "\n")
