@@ -86,3 +86,31 @@ def test_python_dash_m_pipeline_help():
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "usage: python -m modeling_evalign.pipeline" in out.stdout
+
+
+def _package_sources():
+    from pathlib import Path
+
+    root = Path(modeling_evalign.__file__).parent
+    return root, sorted(root.rglob("*.py"))
+
+
+def test_one_table_formatter_and_small_modules():
+    """One results-table formatter (``pipeline.report.format_table``; the brief's script feeds it rows) and no
+    package module over ~400 lines."""
+    root, files = _package_sources()
+    formatters = [p.relative_to(root).as_posix() for p in files if "def format_table(" in p.read_text()]
+    assert formatters == ["pipeline/report.py"], formatters
+    assert "format_table(" in (root / "pipeline" / "dsec_alignment.py").read_text()
+    long = {p.relative_to(root).as_posix(): n for p in files if (n := len(p.read_text().splitlines())) > 420}
+    assert not long, long
+
+
+@pytest.mark.parametrize("name,folder", [("contrastive_image", "contrastive"), ("triple_modal_image", "triple_modal")])
+def test_image_strategy_names_live_in_their_folder(name, folder):
+    """The registry is the one place other code learns strategy names: the quoted name appears in at most
+    two package files outside the strategy's folder."""
+    root, files = _package_sources()
+    outside = [p.relative_to(root).as_posix() for p in files
+               if p.relative_to(root).parts[0] != folder and (f'"{name}"' in (t := p.read_text()) or f"'{name}'" in t)]
+    assert len(outside) <= 2, outside

@@ -148,24 +148,36 @@ def _check_job(work: Path, fingerprint: dict[str, Any]) -> None:
         atomic_write_json(path, fingerprint)
 
 
-def build_windows(root: Path, duration: str, cache_dir: Path, options: DsecJobOptions) -> dict[str, Any]:
-    """The duration's window datasets per split (cached by HF Datasets)."""
+def window_splits(root: Path, duration: str, cache_dir: Path, *, num_proc: int | None = None, hint: str = "",
+                  **builder_kwargs) -> dict[str, Any]:
+    """Stage 1 of both front-ends (this script and ``python -m modeling_evalign.pipeline``): the duration's
+    window datasets per split, cached by HF Datasets; ``builder_kwargs`` go to ``DsecAlignmentBuilder``
+    (split fractions, seed, scene stratification, representations). EmptySplitError when no train or test
+    split is left (``hint``: the settings that chose the split, for the message)."""
     from ..data.dsec_builder import DsecAlignmentBuilder
 
     builder = DsecAlignmentBuilder(config_name=duration, data_dir=str(root), cache_dir=str(cache_dir),
-                                   val_fraction=options.split_val_fraction, test_fraction=options.split_test_fraction,
-                                   split_seed=options.split_seed)
-    builder.download_and_prepare(num_proc=options.num_proc)
+                                   **builder_kwargs)
+    builder.download_and_prepare(num_proc=num_proc)
     counts = {str(s): builder.info.splits[s].num_examples for s in builder.info.splits}
     # a split of sequences shorter than one window holds no example (and as_dataset refuses it)
     splits = {s: builder.as_dataset(split=s) for s, n in counts.items() if n}
     if "train" not in splits or "test" not in splits:
         raise EmptySplitError(
             f"[{duration}] the split by sequence left no {'train' if 'train' not in splits else 'test'} split "
-            f"({counts} windows; split_test_fraction={options.split_test_fraction}, split_val_fraction="
-            f"{options.split_val_fraction}): the tree under {root} needs at least 3 sequences longer than {duration}"
+            f"({counts} windows{'; ' + hint if hint else ''}): the tree under {root} needs at least 3 sequences "
+            f"longer than {duration}"
         )
     return splits
+
+
+def build_windows(root: Path, duration: str, cache_dir: Path, options: DsecJobOptions) -> dict[str, Any]:
+    """The brief's windows: :func:`window_splits` with the ``--split_*`` options."""
+    return window_splits(root, duration, cache_dir, num_proc=options.num_proc,
+                         hint=f"split_test_fraction={options.split_test_fraction}, split_val_fraction="
+                              f"{options.split_val_fraction}",
+                         val_fraction=options.split_val_fraction, test_fraction=options.split_test_fraction,
+                         split_seed=options.split_seed)
 
 
 def evaluate_model(model, test) -> dict[str, float]:
@@ -278,17 +290,16 @@ def run_duration(config, options: DsecJobOptions, root: Path, duration: str, enc
     return result
 
 
-def format_table(results: list[DurationResult]) -> str:
-    """The one results table (``report.format_table``), one row per duration: window counts, held-out metrics
-    (recalls in percent), notes."""
-    from .report import StrategyRow
-    from .report import format_table as table
+def results_table(results: list[DurationResult]) -> str:
+    """The brief's results as rows of the one table formatter (``report.format_table``), one row per duration:
+    window counts, held-out metrics (recalls in percent), notes."""
+    from .report import StrategyRow, format_table
 
     counts = ("train", "val", "test")
     rows = [StrategyRow(r.duration, r.strategy, {**r.metrics, **{c: int(r.counts.get({"val": "validation"}.get(c, c), 0))
                                                                   for c in counts}}, "; ".join(r.notes))
             for r in results]
-    return table(rows, counts + METRIC_COLUMNS)
+    return format_table(rows, counts + METRIC_COLUMNS)
 
 
 def run_job(config, options: DsecJobOptions) -> list[DurationResult]:
@@ -308,7 +319,7 @@ def run_job(config, options: DsecJobOptions) -> list[DurationResult]:
                 raise
             skipped[duration] = str(err)
             _log(f"[{duration}] skipped: {err}")
-    table = format_table(results) + "".join(f"\n\nskipped {d}: {why}" for d, why in skipped.items())
+    table = results_table(results) + "".join(f"\n\nskipped {d}: {why}" for d, why in skipped.items())
     out = Path(config.output_dir)
     print(table, flush=True)
     atomic_write_text(out / "results.md", table + "\n")

@@ -80,14 +80,13 @@ def embed_images(tower, images) -> torch.Tensor:
 
 
 def build_splits(cfg: PipelineConfig, tree: Path, duration: str, cache_dir: Path, representations=None) -> dict:
-    from ..data.dsec_builder import DsecAlignmentBuilder
+    """The demo's windows: the brief's script's stage 1 (``dsec_alignment.window_splits``), stratified by scene."""
+    from .dsec_alignment import window_splits
 
-    builder = DsecAlignmentBuilder(
-        config_name=duration, data_dir=str(tree), cache_dir=str(cache_dir), val_fraction=cfg.val_fraction,
-        test_fraction=cfg.test_fraction, stratify_by_scene=True, representations=tuple(representations or EVENT_REPRESENTATIONS),
-    )
-    builder.download_and_prepare(num_proc=cfg.num_proc if cfg.num_proc > 1 else None)
-    return {split: builder.as_dataset(split=split) for split in builder.info.splits}
+    return window_splits(tree, duration, cache_dir, num_proc=cfg.num_proc if cfg.num_proc > 1 else None,
+                         hint=f"val_fraction={cfg.val_fraction}, test_fraction={cfg.test_fraction}",
+                         val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction, stratify_by_scene=True,
+                         representations=tuple(representations or EVENT_REPRESENTATIONS))
 
 
 def extract_splits(splits: dict, out: Path, tower, provenance: dict | None = None) -> tuple[dict[str, Path], dict[str, Path]]:
