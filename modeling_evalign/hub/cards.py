@@ -17,14 +17,14 @@ from .templates import template_path
 CARD_TEMPLATE = "model_card.md.jinja"
 TRAINING_CURVE_FILE = "training_curve.png"
 
-_STRATEGY_SUMMARY = {
-    "lightweight": "A small adapter (linear or residual bottleneck MLP) from event features to target features.",
-    "contrastive": "CEIA-style symmetric InfoNCE alignment of event features to a frozen CLIP tower.",
-    "contrastive_image": "CEIA: LoRA (q/v) on a copy of the CLIP vision tower, InfoNCE against the frozen tower.",
-    "triple_modal": "EventBind/E-CLIP-style event-image, event-text and image-text alignment with zero-shot prompts.",
-    "triple_modal_image": "EventBind-style event-image and event-text terms with LoRA (q/v) on the CLIP vision tower.",
-    "reconstruction": "Events -> E2VID/FireNet intensity frames -> frozen CLIP; no training.",
-}
+def _strategy_summary(strategy: str) -> str:
+    """The one-sentence summary the strategy's spec declares (empty for a name the registry does not know)."""
+    from ..registry import get_strategy
+
+    try:
+        return get_strategy(strategy).summary
+    except (KeyError, ValueError):
+        return ""
 
 
 def _metric_type(name: str) -> str:
@@ -224,7 +224,7 @@ def write_model_card(
         template_path=str(template_path(CARD_TEMPLATE)),
         model_id=model_id,
         strategy=strategy,
-        strategy_summary=_STRATEGY_SUMMARY.get(strategy, ""),
+        strategy_summary=_strategy_summary(strategy),
         datasets=list(datasets),
         event_dim=config.get("event_dim"),
         metric_header=header,
