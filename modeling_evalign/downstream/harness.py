@@ -43,14 +43,15 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.
 
 
 def encode_video_prompt(tokenizer: Any, question: str, num_visual_tokens: int, video_token_id: int) -> torch.Tensor:
-    """``[1, L]`` ids of Video-LLaVA's prompt ``"USER: " + "<video>" * n + "\\n" + question + " ASSISTANT:"``."""
-    text = "USER: " + "<video>" * num_visual_tokens + "\n" + question + " ASSISTANT:"
-    ids = tokenizer(text, return_tensors="pt").input_ids
-    found = int((ids == video_token_id).sum())
-    if found != num_visual_tokens:
+    """``[1, L]`` ids of Video-LLaVA's prompt (:func:`.prompts.encode_prompt`) whose placeholders carry the
+    target's ``video_token_id``."""
+    from .prompts import encode_prompt
+
+    ids = encode_prompt(tokenizer, question, "video", num_visual_tokens)
+    if int((ids == video_token_id).sum()) != num_visual_tokens:
         raise ValueError(
-            f"the tokenizer turns {num_visual_tokens} '<video>' placeholders into {found} tokens of id {video_token_id}: "
-            "it must hold '<video>' as one special token (the target's video_token_id)"
+            f"the tokenizer's '<video>' id is {tokenizer.convert_tokens_to_ids('<video>')} but the target's "
+            f"video_token_id is {video_token_id}: the tokenizer does not belong to the target"
         )
     return ids
 
@@ -165,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--alignment", required=True, help="evalign checkpoint directory, or 'none' (unaligned)")
     p.add_argument("--events", required=True, help=".safetensors/.pt with event_tokens [N, F, T_e, D_e]")
     p.add_argument("--rgb", required=True, help=".safetensors/.pt with video_features [N, F, T, D] or pixel_values_videos")
-    p.add_argument("--question", action="append", default=None, help="question text (repeatable)")
+    p.add_argument("--question", action="append", default=None,
+                   help="question text (repeatable; default: the caption question, the longest answer)")
     p.add_argument("--max-new-tokens", type=int, default=32)
     p.add_argument("--gamma", default="auto", help="tokens drafted per round, or 'auto'")
     p.add_argument("--repeats", type=int, default=3)
@@ -214,7 +216,9 @@ def main(argv: list[str] | None = None) -> int:
     aligned = align_event_tokens(alignment, event_tokens.to(device), layout)
     if aligned.shape[0] != rgb.shape[0]:
         raise ValueError(f"--events has {aligned.shape[0]} windows but --rgb {rgb.shape[0]}: expected the same windows")
-    questions = args.question or ["Describe the video."]
+    from .questions import QUESTIONS
+
+    questions = args.question or [QUESTIONS["caption"]]  # the long answer: where speculative decoding pays
     out = run(target, draft, tokenizer, questions, rgb.to(device, dtype), aligned.to(device, dtype),
               gamma=gamma, max_new_tokens=args.max_new_tokens, repeats=args.repeats)
     out.update(target=args.target, draft=args.draft, alignment=args.alignment, device=str(device), dtype=args.dtype)
