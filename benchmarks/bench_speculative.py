@@ -136,7 +136,8 @@ def proxy_setup(args, build: bool) -> Setup | None:
             raise SystemExit(f"--proxy-dir {path}: no {proxy_vlm.INFO_FILE} (not a built proxy VLM)")
         if not build:
             return None
-        path = proxy_vlm.ensure_proxy_vlm(ensure_proxy_clip())
+        with torch.enable_grad():  # it trains; main() runs under no_grad
+            path = proxy_vlm.ensure_proxy_vlm(ensure_proxy_clip())
     info = json.loads((path / proxy_vlm.INFO_FILE).read_text())
     cfg = proxy_vlm.ProxyVlmConfig(**info["config"])
     target = VideoLlavaForConditionalGeneration.from_pretrained(path / "target").eval()
