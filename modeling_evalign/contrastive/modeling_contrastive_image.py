@@ -34,6 +34,23 @@ def load_clip_vision_tower(name_or_path: str, revision: str = "main"):
                                   frozen=False)
 
 
+def _lora_wrap(tower: nn.Module, lora, get_peft_model) -> nn.Module:
+    """``get_peft_model(tower, lora)`` without transformers' ``is_gradient_checkpointing`` FutureWarning.
+
+    peft (0.21.2, the latest release) reads the deprecated ``PreTrainedModel.is_gradient_checkpointing``
+    property in ``PeftModel.__init__`` to decide whether to prepare the model for activation checkpointing.
+    Our towers never checkpoint (``is_activation_checkpointing`` is False, checked here), so that decision
+    is "no" either way; only that one warning, from that one call, is filtered.
+    """
+    import warnings
+
+    if tower.is_activation_checkpointing:
+        raise ValueError("the CLIP tower has activation checkpointing enabled: the LoRA event encoder expects it off")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        return get_peft_model(tower, lora)
+
+
 class ContrastiveImageAlignmentModel(EvalignPreTrainedModel):
     """Event images -> CLIP image-embedding space (width = the CLIP ``projection_dim``).
 
@@ -76,7 +93,7 @@ class ContrastiveImageAlignmentModel(EvalignPreTrainedModel):
             target_modules=config.lora_target_modules,
             bias="none",
         )
-        self.event_encoder = get_peft_model(event, lora)
+        self.event_encoder = _lora_wrap(event, lora, get_peft_model)
 
     def _init_weights(self, module):
         if module is self:

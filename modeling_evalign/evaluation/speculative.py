@@ -29,6 +29,7 @@ __all__ = [
     "feature_agreement_proxy",
     "greedy_generate",
     "measure_acceptance",
+    "result_from_matches",
     "walltime_improvement",
 ]
 
@@ -222,11 +223,11 @@ class _Stream:
         start = time.perf_counter()
         if self.cache is None or self.cached == 0:
             embeds = torch.cat([self.prefix, self.embed(ids)], dim=1)
-            out = self.model(inputs_embeds=embeds, past_key_values=self.cache, use_cache=self.use_cache)
+            out = self.model(inputs_embeds=embeds, cache=self.cache, use_cache=self.use_cache)
         else:
             new = ids[:, self.cached - self.prefix.shape[1]:]
             position_ids = torch.arange(self.cached, self.cached + new.shape[1], device=device)[None]
-            out = self.model(input_ids=new, past_key_values=self.cache, position_ids=position_ids, use_cache=True)
+            out = self.model(input_ids=new, cache=self.cache, position_ids=position_ids, use_cache=True)
         self.seconds += time.perf_counter() - start
         self.calls += 1
         if self.cache is not None:
@@ -374,17 +375,26 @@ def acceptance_from_trace(
     y = greedy_generate(target_model, target_prefix, max_new_tokens, eos_token_id=eos_token_id).tolist()
     draft = _Stream(draft_model, draft_prefix, use_cache=False)
     match = (draft.logits(y[:-1], len(y)).argmax(dim=-1).cpu() == torch.tensor(y)).tolist()
+    return result_from_matches(y, match, gamma, max_new_tokens, cost_ratio)
+
+
+def result_from_matches(
+    tokens: list[int], match: list[bool], gamma: int, max_new_tokens: int, cost_ratio: float = 0.0
+) -> AcceptanceResult:
+    """The loop's rounds from the target's greedy ``tokens`` and ``match[i]`` = (the draft's greedy choice after
+    ``tokens[:i]`` equals ``tokens[i]``): each round accepts the leading run of matches among its
+    ``k = min(gamma, max_new_tokens - pos - 1)`` drafts; the last token (an EOS or the budget's end) is the target's."""
     drafted_per_round, accepted_per_round, pos = [], [], 0
-    while pos < len(y):
+    while pos < len(tokens):
         k = min(gamma, max_new_tokens - pos - 1)
         accepted = 0
-        while accepted < k and pos + accepted < len(y) - 1 and match[pos + accepted]:
+        while accepted < k and pos + accepted < len(tokens) - 1 and match[pos + accepted]:
             accepted += 1
         drafted_per_round.append(k)
         accepted_per_round.append(accepted)
         pos += accepted + 1
     return AcceptanceResult(
-        tokens=torch.tensor(y, dtype=torch.long),
+        tokens=torch.tensor(tokens, dtype=torch.long),
         gamma=int(gamma),
         drafted_per_round=drafted_per_round,
         accepted_per_round=accepted_per_round,
