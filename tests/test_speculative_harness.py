@@ -17,7 +17,7 @@ from modeling_evalign.downstream.generation import greedy_answers, trace_accepta
 from modeling_evalign.downstream.harness import PROG, encode_video_prompt, main
 from modeling_evalign.downstream.visual import tower_features, visual_inputs_embeds
 from modeling_evalign.lightweight.configuration_lightweight import LightweightAlignmentConfig
-from modeling_evalign.lightweight.modeling_lightweight import LightweightAlignmentModule
+from modeling_evalign.lightweight.modeling_lightweight import LightweightAlignmentModel
 from modeling_evalign.utils.cli import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,7 +53,7 @@ def files(tmp_path_factory):
         model.save_pretrained(tmp / name)
         tokenizer.save_pretrained(tmp / name)
     gen = torch.Generator().manual_seed(1)
-    alignment = LightweightAlignmentModule(LightweightAlignmentConfig(
+    alignment = LightweightAlignmentModel(LightweightAlignmentConfig(
         event_dim=24, target_dim=32, source_grid=[5, 5], target_grid=[4, 4])).eval()
     alignment.save_pretrained(tmp / "alignment")
     events = torch.randn(N, FRAMES, 26, 24, generator=gen)  # 5x5 event patches + CLS, width 24
