@@ -78,7 +78,7 @@ class DurationResult:
     strategy: str
     counts: dict[str, int]
     metrics: dict[str, float]
-    output_dir: str
+    output_dir: str  # relative to the job's --output_dir (results.json sits in the checkpoint: no machine path)
     train_time_s: float = 0.0
     cached: bool = False
     notes: list[str] = field(default_factory=list)
@@ -284,7 +284,7 @@ def run_duration(config, options: DsecJobOptions, root: Path, duration: str, enc
     tower = options.target_model or options.event_model
     base_model = None if tower in ("tiny", "proxy") else tower
     _card(dest, config, duration, metrics, info, base_model)
-    result = DurationResult(duration, config.strategy, counts, metrics, str(dest),
+    result = DurationResult(duration, config.strategy, counts, metrics, dest.name,
                             round(time.perf_counter() - started, 1), notes=notes)
     atomic_write_json(dest / RESULTS_FILE, dataclasses.asdict(result))  # last: marks the duration finished
     return result
@@ -325,5 +325,5 @@ def run_job(config, options: DsecJobOptions) -> list[DurationResult]:
     atomic_write_text(out / "results.md", table + "\n")
     atomic_write_json(out / "results.json", {"elapsed_s": round(time.perf_counter() - started, 1), "skipped": skipped,
                                              "results": [dataclasses.asdict(r) for r in results]})
-    _log(f"done in {time.perf_counter() - started:.0f} s: {', '.join(r.output_dir for r in results)}")
+    _log(f"done in {time.perf_counter() - started:.0f} s: {', '.join(str(out / r.output_dir) for r in results)}")
     return results
