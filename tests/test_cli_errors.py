@@ -38,6 +38,8 @@ CASES = [
      "--steps", "S"),
     ("pretrain_proxy_clip/bad", ["dataset_scripts/pretrain_proxy_clip.py", "--no-such-flag", "1"], "--no-such-flag",
      "P"),
+    ("pretrain_proxy_vlm/bad", ["dataset_scripts/pretrain_proxy_vlm.py", "--no-such-flag", "1"], "--no-such-flag",
+     "P"),
     ("pipeline/bad", ["-m", "modeling_evalign.pipeline", "--sequences", "0"], "sequences", "P"),
     ("convert_legacy/missing", ["-m", "modeling_evalign.convert_legacy", f"{MISSING}.pt", "out"], MISSING, "D"),
 ]
