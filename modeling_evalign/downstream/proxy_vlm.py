@@ -7,7 +7,7 @@ API::
 
     from modeling_evalign.downstream.proxy_vlm import ProxyVlmConfig, ensure_proxy_vlm
 
-    path = ensure_proxy_vlm(ensure_proxy_clip())       # builds once (~1-2 min on 2 cores), then reuses
+    path = ensure_proxy_vlm(ensure_proxy_clip())       # builds once (~100 s on one core), then reuses
     VideoLlavaForConditionalGeneration.from_pretrained(path / "target")   # like LanguageBind/Video-LLaVA-7B-hf
     AutoTokenizer.from_pretrained(path / "target"); ... path / "draft"
     json.loads((path / "proxy_vlm.json").read_text())["metrics"]           # held-out accuracy (also README.md)
@@ -15,6 +15,13 @@ API::
 The directory is ``<cache>/proxy_vlm-<fingerprint>``; the fingerprint hashes every ``ProxyVlmConfig`` field and
 the tower's identity (its config and a hash of its weights), so another config or another tower builds another
 model. It appears in one rename when complete; an interrupted build resumes from ``.proxy_vlm-<fp>.work``.
+
+Measured with the default config on the proxy CLIP tower (held-out camera paths): the scene is read (~95%), the
+pan direction is not (chance, video == one frame), so the caption, which states it, is never exactly right. The
+tower's tokens (80 px frames, 16 px patches) hardly encode the pan: at 0.2 s the view moves a median 3 px, and an
+MLP probe on the first/last frames' token similarities reaches 46% (0.2 s) / 60% (1 s) on four directions.
+The draft still follows the target closely (~96% teacher-forced token agreement), which is what speculative
+decoding needs.
 """
 
 from __future__ import annotations
@@ -68,10 +75,10 @@ class ProxyVlmConfig:
     token_dropout: float = 0.05
     # optimisation
     steps: int = 100
-    draft_steps: int = 60
+    draft_steps: int = 80
     batch_size: int = 32
-    learning_rate: float = 1e-3
-    draft_learning_rate: float = 2e-3
+    learning_rate: float = 2e-3
+    draft_learning_rate: float = 3e-3
     weight_decay: float = 0.01
     warmup_steps: int = 20
     checkpoint_every: int = 50
@@ -106,6 +113,9 @@ class ProxyVlmConfig:
         for name in ("image_fraction", "feature_noise", "token_dropout"):
             if not 0 <= getattr(self, name) < 1:
                 raise ValueError(f"ProxyVlmConfig.{name}={getattr(self, name)!r}: expected in [0, 1)")
+        if not 0 <= self.warmup_steps <= min(self.steps, self.draft_steps):
+            raise ValueError(f"ProxyVlmConfig.warmup_steps={self.warmup_steps}: expected in [0, min(steps, "
+                             f"draft_steps)={min(self.steps, self.draft_steps)}]")
         if not (self.learning_rate > 0 and self.draft_learning_rate > 0 and self.eval_stride > 0):
             raise ValueError("ProxyVlmConfig.learning_rate, draft_learning_rate and eval_stride must be > 0")
 
@@ -217,7 +227,8 @@ def write_proxy_vlm_card(folder: Path, info: dict[str, Any]) -> Path:
                 continue
             draft = m["draft"][duration]["video"].get(qtype)
             rows.append((duration, qtype, per["video"]["n"].get(qtype, sum(per["video"]["n"].values())),
-                         _pct(video), _pct(image), _pct(draft), _pct(m["chance"].get(qtype))))
+                         _pct(video), _pct(image), _pct(draft), _pct(m["chance"].get(qtype)),
+                         _pct(m["majority"][duration].get(qtype))))
             results.append(EvalResult(
                 task_type="visual-question-answering", dataset_type="evalign-synthetic-windows",
                 dataset_name=f"synthetic RGB video windows {duration} (held-out camera paths)", dataset_split="test",

@@ -152,7 +152,8 @@ class _Clock:
 @torch.inference_mode()
 def evaluate_vlms(cfg, target, draft, prompts: PromptCache, seqs, feats, labels) -> dict[str, Any]:
     """Per eval duration: target accuracy by type on video and on one frame; draft accuracy on video, its whole-
-    answer agreement with the target and its teacher-forced token agreement on the target's answers."""
+    answer agreement with the target and its teacher-forced token agreement on the target's answers; the
+    majority-answer share per type."""
     choices = answer_choices(labels)
     metrics: dict[str, Any] = {"chance": {q: 1 / len(c) for q, c in choices.items()}, "target": {}, "draft": {}}
     for duration in cfg.eval_durations:
@@ -161,12 +162,24 @@ def evaluate_vlms(cfg, target, draft, prompts: PromptCache, seqs, feats, labels)
         video = answer_windows(target, prompts, feats, windows, "video", cfg.max_new_tokens)
         image = answer_windows(target, prompts, feats, windows, "image", cfg.max_new_tokens)
         drafted = answer_windows(draft, prompts, feats, windows, "video", cfg.max_new_tokens)
+        metrics.setdefault("majority", {})[key] = _majority(windows)
         metrics["target"][key] = {"video": accuracy_by_type(windows, video, prompts),
                                   "image": accuracy_by_type(windows, image, prompts)}
         same = sum(a == b for a, b in zip(video, drafted)) / len(windows)
         metrics["draft"][key] = {"video": accuracy_by_type(windows, drafted, prompts), "agreement": same,
                                  "token_agreement": _token_agreement(draft, prompts, feats, windows, video)}
     return metrics
+
+
+def _majority(windows) -> dict[str, float]:
+    """Per question type, the share of its most frequent answer among these windows (what a constant answer
+    scores: the honest baseline where the answers are unbalanced)."""
+    from collections import Counter
+
+    counts: dict[str, Counter] = {}
+    for w in windows:
+        counts.setdefault(w.qtype, Counter())[w.answer] += 1
+    return {q: c.most_common(1)[0][1] / sum(c.values()) for q, c in counts.items()}
 
 
 def _token_agreement(draft, prompts, feats, windows, target_answers, batch: int = 64) -> float:
