@@ -62,7 +62,8 @@ def _parser():
 
 
 def main(argv: list[str] | None = None) -> int:
-    from modeling_evalign.training.config import DSEC_DURATIONS, IMAGE_STRATEGIES
+    from modeling_evalign.registry import get_strategy
+    from modeling_evalign.training.config import DSEC_DURATIONS
 
     parser, TrainConfig, DsecJobOptions = _parser()
     args = vars(parser.parse_args(argv))
@@ -74,9 +75,17 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("extract_batch_size",):
         if getattr(options, name) < 1:
             parser.error(f"argument --{name}: expected an integer >= 1, got {getattr(options, name)}")
+    from modeling_evalign.utils.checks import check_device, check_tower_names
+
+    check_device("--device", options.device)  # before any data or tower work
+    check_tower_names(**{"--event_model": options.event_model, "--target_model": options.target_model})
     fields = {k: v for k, v in args.items() if k in names}
     fields["durations"] = fields["durations"] or ["1s"]  # the brief's default duration
-    if fields["train_dir"] or fields["strategy"] in IMAGE_STRATEGIES:  # train_accelerate.py's behaviour
+    try:
+        spec = get_strategy(fields["strategy"])
+    except ValueError as err:
+        parser.error(f"argument --strategy: {err}")
+    if fields["train_dir"] or spec.data_kind == "images":  # train_accelerate.py's behaviour
         from modeling_evalign.pipeline.dsec_alignment import resolve_dsec_root
         from modeling_evalign.training.loop import run
 
@@ -85,9 +94,14 @@ def main(argv: list[str] | None = None) -> int:
         elif not args["durations"] and "{duration}" not in fields["train_dir"]:
             fields["durations"] = []  # one run on the given feature directories
         fields["cpu"] = fields["cpu"] or options.device == "cpu"
-        for result in run(TrainConfig(**fields)):
+        results = run(TrainConfig(**fields))
+        for result in results:
             status = "interrupted (resumable)" if result.interrupted else "finished"
             print(f"[evalign] {result.output_dir}: {status} at step {result.global_step}", flush=True)
+        if any(r.signalled for r in results):  # as train_accelerate.py: a SIGTERM-stopped run is not a success
+            print(f"{PROG}: stopped by SIGTERM after saving a checkpoint; rerun with --resume_from_checkpoint latest",
+                  file=sys.stderr, flush=True)
+            return 143
         return 0
     from modeling_evalign.pipeline.dsec_alignment import resolve_dsec_root, run_job
 

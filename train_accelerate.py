@@ -16,6 +16,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+SIGTERM_EXIT = 143  # 128 + SIGTERM, what a shell reports for a process the signal ended
+
 
 def _train(argv: list[str] | None, prog: str) -> int:
     from modeling_evalign.training.config import parse_args
@@ -25,10 +27,14 @@ def _train(argv: list[str] | None, prog: str) -> int:
     from accelerate import PartialState
 
     if not PartialState().is_main_process:  # one report per launch
-        return 0
+        return SIGTERM_EXIT if any(r.signalled for r in results) else 0
     for result in results:
         status = "interrupted (resumable)" if result.interrupted else "finished"
         print(f"[evalign] {result.output_dir}: {status} at step {result.global_step}", flush=True)
+    if any(r.signalled for r in results):  # a scheduler must not take a SIGTERM-stopped run for a finished one
+        print(f"{prog}: stopped by SIGTERM after saving a checkpoint; continue with --resume_from_checkpoint latest",
+              file=sys.stderr, flush=True)
+        return SIGTERM_EXIT
     return 0
 
 

@@ -53,7 +53,7 @@ def worker(kind: str, steps: int, warmup: int, clip_dir: str) -> None:
         )
         from modeling_evalign.contrastive.modeling_contrastive_image import ContrastiveImageAlignmentModel
 
-        model = ContrastiveImageAlignmentModel(ContrastiveImageAlignmentConfig(clip_model_name_or_path=clip_dir))
+        model = ContrastiveImageAlignmentModel(ContrastiveImageAlignmentConfig(clip_model_id=clip_dir))
         global_batch = 32
         local = global_batch // world
         inputs = {"event_pixel_values": torch.randn(local, 3, 64, 64), "pixel_values": torch.randn(local, 3, 64, 64)}

@@ -253,7 +253,7 @@ def lora_row(sz, device, timer) -> Row:
     from modeling_evalign.contrastive.modeling_contrastive_image import ContrastiveImageAlignmentModel
 
     clip = _clip(sz, sz["clip_target_size"], device, seed=2, with_projection=True)
-    model = ContrastiveImageAlignmentModel(ContrastiveImageAlignmentConfig(clip_model_name_or_path="random"),
+    model = ContrastiveImageAlignmentModel(ContrastiveImageAlignmentConfig(clip_model_id="random"),
                                            clip_model=clip).to(device).train()
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-4)

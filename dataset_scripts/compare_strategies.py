@@ -24,7 +24,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from modeling_evalign.utils.cli import ArgumentParser, parse_named_paths, run_cli
+from modeling_evalign.utils.cli import ArgumentParser, CLIError, parse_named_paths, run_cli
 
 PROG = "compare_strategies.py"
 
@@ -168,6 +168,9 @@ def main(argv: list[str] | None = None) -> dict:
     from modeling_evalign.utils.progress import progress_bar
 
     feature_dirs = _parse_features(args.features)
+    if len(feature_dirs) < 2:  # the cross-duration matrix needs two: say so before any fit
+        raise CLIError(f"--features: give at least two durations (DURATION=DIR ...) for the cross-duration "
+                       f"matrix, got {list(feature_dirs)}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     datasets = {d: AlignmentDataset.from_directory(p) for d, p in feature_dirs.items()}

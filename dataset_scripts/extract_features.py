@@ -27,10 +27,10 @@ from modeling_evalign.utils.cli import ArgumentParser, CLIError, run_cli
 DTYPE_CHOICES = ["float32", "bfloat16", "float16"]
 
 
-def _encoder(name: str, revision: str | None, device):
+def _encoder(name: str, revision: str | None, device, what: str):
     from modeling_evalign.features.extraction import load_clip_vision, tiny_clip_vision
 
-    model = tiny_clip_vision() if name == "tiny" else load_clip_vision(name, revision=revision)
+    model = tiny_clip_vision() if name == "tiny" else load_clip_vision(name, revision=revision, what=what)
     return model.to(device)
 
 
@@ -69,6 +69,9 @@ def _check(args) -> None:
             raise CLIError(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
     if args.num_workers < 0:
         raise CLIError(f"--num-workers must be >= 0, got {args.num_workers}")
+    from modeling_evalign.utils.checks import check_tower_names
+
+    check_tower_names(**{"--event-model": args.event_model, "--target-model": args.target_model})
 
 
 def _sources(args, process) -> dict:
@@ -77,7 +80,8 @@ def _sources(args, process) -> dict:
         from modeling_evalign.features.dsec_windows import DsecWindows
 
         kw = dict(num_frames=args.num_frames, val_fraction=args.val_fraction,
-                  test_fraction=args.test_fraction, split_seed=args.split_seed)
+                  test_fraction=args.test_fraction, split_seed=args.split_seed,
+                  keep_empty_windows=args.keep_empty_windows)
         splits = args.splits or DsecWindows(args.data_dir, args.duration, **kw).split_names
         return {s: DsecWindows(args.data_dir, args.duration, split=s, **kw) for s in splits}
     from modeling_evalign.data.dsec_builder import DsecAlignmentBuilder
@@ -106,11 +110,12 @@ def main(argv=None) -> dict:
         target_tokens=args.target_tokens,
         target_layer=args.target_layer,
     )
-    sources = _sources(args, process)
-    event_model = _encoder(args.event_model, args.revision, process.device)
+    # the towers first: a wrong --event-model fails before the windows are read or a cache is built
+    event_model = _encoder(args.event_model, args.revision, process.device, "--event-model")
     target_model = (
-        event_model if args.target_model is None else _encoder(args.target_model, args.revision, process.device)
+        event_model if args.target_model is None else _encoder(args.target_model, args.revision, process.device, "--target-model")
     )
+    sources = _sources(args, process)
     results = {}
     for split, rows in sources.items():
         r = results[split] = extract_features(

@@ -138,15 +138,9 @@ def _projection(name: str):
     ``image_embeds``), and an id for the cache key."""
     import hashlib
 
-    from transformers import CLIPVisionModelWithProjection
-    from transformers.utils import logging as hf_logging
+    from modeling_evalign.features.towers import load_clip_vision_tower
 
-    level = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # a full CLIPModel directory: its text weights are unused here
-    try:
-        tower = CLIPVisionModelWithProjection.from_pretrained(name).eval().requires_grad_(False)
-    finally:
-        hf_logging.set_verbosity(level)
+    tower = load_clip_vision_tower(name, with_projection=True, what="--project")
     digest = hashlib.sha1(b"".join(p.detach().numpy().tobytes() for p in tower.visual_projection.parameters()))
     return (lambda x: tower.visual_projection(tower.vision_model.post_layernorm(x))), f"{name}:{digest.hexdigest()[:12]}"
 

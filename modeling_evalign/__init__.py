@@ -1,20 +1,21 @@
 """evalign: align event-camera features to RGB/CLIP feature spaces.
 
-Importing the package registers every strategy with ``AutoConfig``/``AutoModel`` (this imports
-torch and transformers' modeling base, nothing heavier). Everything else (datasets, h5py, peft,
-accelerate, plotting) is imported on first use of the name that needs it.
+Importing the package registers every strategy of the registry (``registry``) with ``AutoConfig``
+(config modules only); each model registers with ``AutoModel`` when its first config is created, so the
+import pulls in neither transformers' modeling code nor accelerate or scipy. Everything else (datasets,
+h5py, peft, accelerate, plotting) is imported on first use of the name that needs it.
 
 Layout, by concern: one folder per strategy (``lightweight``, ``contrastive``, ``triple_modal``,
 ``reconstruction``); inputs (``events``, ``data``, ``features``); ``training`` (the one loop);
-``evaluation``; ``hub``; ``pipeline`` (the main job); ``utils``. The root keeps the shared model base
-(``configuration_utils``, ``modeling_utils``, ``modeling_outputs``, ``losses``, ``token_grid``) and
-``selection``.
+``evaluation``; ``hub``; ``pipeline`` (the main job); ``utils``. The root keeps the strategy registry
+(``registry``), the shared model base (``configuration_utils``, ``modeling_utils``, ``modeling_outputs``,
+``losses``, ``token_grid``) and ``selection``.
 """
 
 from __future__ import annotations
 
 from .hub.auto_registration import register_strategies
-from .utils.lazy_exports import alias_modules, lazy_exports
+from .utils.lazy_exports import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -22,18 +23,22 @@ __version__ = "0.1.0"
 _LAZY: dict[str, str] = {
     # strategies
     "LightweightAlignmentConfig": "modeling_evalign.lightweight.configuration_lightweight",
-    "LightweightAlignmentModule": "modeling_evalign.lightweight.modeling_lightweight",
+    "LightweightAlignmentModel": "modeling_evalign.lightweight.modeling_lightweight",
+    "LightweightAlignmentModule": "modeling_evalign.lightweight.modeling_lightweight",  # the brief's name
     "ContrastiveAlignmentConfig": "modeling_evalign.contrastive.configuration_contrastive",
-    "ContrastiveAlignmentModule": "modeling_evalign.contrastive.modeling_contrastive",
+    "ContrastiveAlignmentModel": "modeling_evalign.contrastive.modeling_contrastive",
+    "ContrastiveAlignmentModule": "modeling_evalign.contrastive.modeling_contrastive",  # the brief's name
     "ContrastiveImageAlignmentConfig": "modeling_evalign.contrastive.configuration_contrastive_image",
     "ContrastiveImageAlignmentModel": "modeling_evalign.contrastive.modeling_contrastive_image",
     "TrainConfig": "modeling_evalign.training.config",
     "TripleModalAlignmentConfig": "modeling_evalign.triple_modal.configuration_triple_modal",
-    "TripleModalAlignmentModule": "modeling_evalign.triple_modal.modeling_triple_modal",
+    "TripleModalAlignmentModel": "modeling_evalign.triple_modal.modeling_triple_modal",
+    "TripleModalAlignmentModule": "modeling_evalign.triple_modal.modeling_triple_modal",  # the brief's name
     "TripleModalImageAlignmentConfig": "modeling_evalign.triple_modal.configuration_triple_modal_image",
     "TripleModalImageAlignmentModel": "modeling_evalign.triple_modal.modeling_triple_modal_image",
     "ReconstructionAlignmentConfig": "modeling_evalign.reconstruction.configuration_reconstruction",
-    "ReconstructionAlignmentModule": "modeling_evalign.reconstruction.modeling_reconstruction",
+    "ReconstructionAlignmentModel": "modeling_evalign.reconstruction.modeling_reconstruction",
+    "ReconstructionAlignmentModule": "modeling_evalign.reconstruction.modeling_reconstruction",  # the brief's name
     "encode_windows": "modeling_evalign.reconstruction.modeling_reconstruction",
     "E2VIDConfig": "modeling_evalign.reconstruction.configuration_e2vid",
     "E2VIDModel": "modeling_evalign.reconstruction.modeling_e2vid",
@@ -76,25 +81,5 @@ __all__ = sorted(_LAZY)
 
 
 __getattr__, __dir__ = lazy_exports(__name__, globals(), _LAZY)
-
-# Modules that lived at the package root before it was grouped by concern keep their old names.
-_MOVED: dict[str, str] = {
-    "metrics": "evaluation.metrics",
-    "diagnosis": "evaluation.diagnosis",
-    "speculative": "evaluation.speculative",
-    "cross_duration": "evaluation.cross_duration",
-    "plots": "evaluation.plots",
-    "cards": "hub.cards",
-    "hub_templates": "hub.templates",
-    "remote_code": "hub.remote_code",
-    "auto_registration": "hub.auto_registration",
-    "synthetic_features": "data.synthetic_features",
-    "tiny_models": "features.tiny_models",
-    "trainer": "training.trainer",
-    "lazy_exports": "utils.lazy_exports",
-    "io_utils": "utils.io_utils",
-}
-alias_modules({f"{__name__}.{old}": f"{__name__}.{new}" for old, new in _MOVED.items()})
-
 
 register_strategies()

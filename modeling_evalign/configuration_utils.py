@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,26 @@ class EvalignConfig(PreTrainedConfig):
     set ``model_type = "evalign_<strategy>"`` and validate in ``__post_init__`` with :meth:`_check`.
     Runtime settings (device, paths to data) never belong in a config.
     """
+
+    #: old field name -> field (transformers redirects attribute access); subclasses with renamed fields set it
+    #: and call :meth:`_take_renamed` first in ``__post_init__`` so old config.json files and keywords still load.
+    #: Towers are named ``<role>_model_id`` (Hub id or local path) + ``<role>_revision`` (None: the default branch).
+    attribute_map = {}
+
+    def _take_renamed(self, kwargs: dict[str, Any]) -> None:
+        """Move values given under an old field name (``attribute_map``) to the field, before validation."""
+        for old, new in type(self).attribute_map.items():
+            if old in kwargs:
+                setattr(self, new, kwargs.pop(old))
+
+    def __post_init__(self, **kwargs):
+        # the first config of a strategy registers its model with AutoModel (registration stays lazy: importing
+        # the package never imports transformers' modeling code). Looked up by module name, so a remote-code
+        # bundle (flat files, no package) neither copies nor needs the registry.
+        registry = sys.modules.get("modeling_evalign.registry")
+        if registry is not None:
+            registry.register_model_for(type(self))
+        super().__post_init__(**kwargs)
 
     @classmethod
     def from_dict(cls, config_dict: dict[str, Any], **kwargs):

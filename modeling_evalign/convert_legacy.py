@@ -10,7 +10,7 @@ allowlist: tensors, storages, plain containers, and the brief's config class nam
 ``LightweightAlignmentConfig``, ``ContrastiveAlignmentConfig``, under any module path), which become plain
 dicts of their fields. Anything else is refused before it runs, naming the class or function it met.
 
-The output (``LegacyAlignmentModule``, ``model_type: evalign_legacy``) keeps the legacy layers and parameter
+The output (``LegacyAlignmentModel``, ``model_type: evalign_legacy``) keeps the legacy layers and parameter
 names, so ``AutoModel.from_pretrained(out)`` gives the legacy outputs; ``training_info.json`` records the
 legacy config, training stats and the keys not converted (contrastive projection heads, logit scale and
 queue: loss-only parts). Legacy feature files (``features/event_features.pt`` / ``target_features.pt``)
@@ -163,10 +163,11 @@ def convert_legacy_checkpoint(src: str | Path, out_dir: str | Path) -> Path:
     """Convert ``src`` into the Hugging Face directory ``out_dir`` (written atomically); returns it."""
     import torch
 
-    from .legacy.modeling_legacy import LegacyAlignmentModule
-    from .utils.io_utils import atomic_directory, atomic_write_json
+    from .legacy.modeling_legacy import LegacyAlignmentModel
+    from .utils.io_utils import atomic_directory, atomic_write_json, check_output_directory
 
     src, out_dir = Path(src), Path(out_dir)
+    check_output_directory(out_dir)  # refuse a user's folder or file before reading anything
     checkpoint = load_legacy_checkpoint(src)
     config, notes = _legacy_config(src, checkpoint)
     state = {str(k): v for k, v in checkpoint["model_state_dict"].items()}
@@ -177,7 +178,7 @@ def convert_legacy_checkpoint(src: str | Path, out_dir: str | Path) -> Path:
                      or (config.source_class == "ContrastiveAlignmentConfig" and k.startswith(_CONTRASTIVE_DROPPED)))
     for k in dropped:
         state.pop(k)
-    model = LegacyAlignmentModule(config)
+    model = LegacyAlignmentModel(config)
     result = model.load_state_dict(state, strict=False)
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     wrong = {k: (tuple(v.shape), expected[k]) for k, v in state.items() if k in expected and tuple(v.shape) != expected[k]}

@@ -13,10 +13,6 @@ from transformers import PreTrainedModel
 from .hub.remote_code import write_bundle
 from .utils.io_utils import atomic_directory, atomic_write_json
 
-# Files a fresh save_pretrained rewrites; anything else already in the target directory
-# (model card, training_info.json, plots) is carried over by a re-save.
-_REGENERATED_SUFFIXES = (".safetensors", ".bin", ".index.json", ".py")
-
 
 class EvalignPreTrainedModel(PreTrainedModel):
     """Base class of the strategy models.
@@ -39,11 +35,9 @@ class EvalignPreTrainedModel(PreTrainedModel):
         save_directory = Path(save_directory)
         if save_directory.exists() and not save_directory.is_dir():
             raise NotADirectoryError(f"save_pretrained target {save_directory} exists and is not a directory")
-        with atomic_directory(save_directory) as tmp:
-            if save_directory.is_dir():
-                for item in save_directory.iterdir():
-                    if item.is_file() and not item.name.endswith(_REGENERATED_SUFFIXES) and item.name != "config.json":
-                        (tmp / item.name).write_bytes(item.read_bytes())
+        # Replaces only what a previous save wrote (its manifest); anything else already there (a model card,
+        # training_info.json, a user's files and folders) is carried into the new directory.
+        with atomic_directory(save_directory, keep_foreign=True) as tmp:
             # transformers' own remote-code copy cannot follow our package-relative imports.
             with auto_class_disabled(self, self.config):
                 super().save_pretrained(tmp, *args, **kwargs)

@@ -58,15 +58,15 @@ class StrategyProfile:
     quality: str
 
 
-STRATEGY_PROFILES: dict[str, StrategyProfile] = {
-    p.name: p
-    for p in (
-        StrategyProfile("reconstruction", 0, 0, "none (pre-trained E2VID/FireNet)", "~15 ms", "medium"),
-        StrategyProfile("lightweight", 1_000, 5_000, "2-4 hours", "~1 ms", "medium"),
-        StrategyProfile("contrastive", 5_000, 10_000, "1-2 days", "~1 ms", "high"),
-        StrategyProfile("triple_modal", 10_000, 50_000, "2-3 days", "~2 ms", "highest"),
-    )
-}
+def _profiles() -> dict[str, StrategyProfile]:
+    """Each registered strategy's ``profile`` (its spec declares it), in data-size order."""
+    from .registry import get_strategy, strategy_names
+
+    rows = [StrategyProfile(n, *get_strategy(n).profile) for n in strategy_names(None) if get_strategy(n).profile]
+    return {p.name: p for p in sorted(rows, key=lambda p: p.min_pairs)}
+
+
+STRATEGY_PROFILES: dict[str, StrategyProfile] = _profiles()
 
 
 @dataclass

@@ -13,6 +13,7 @@ from safetensors.torch import save_file
 
 from modeling_evalign.data.alignment_dataset import AlignmentDataset
 from modeling_evalign.data.synthetic_features import make_linear_pairs, write_feature_directory
+from modeling_evalign.utils.io_utils import MANIFEST_NAME
 
 
 def _samples(n, per_seq=4):
@@ -35,7 +36,7 @@ def test_round_trip_with_metadata_and_subset(tmp_path):
     pairs = make_linear_pairs(12, 5, 7, seed=3)
     ds = AlignmentDataset(pairs.event_features, pairs.target_features, {"samples": _samples(12), "note": "x"})
     out = ds.save_to_directory(tmp_path / "full")
-    assert sorted(p.name for p in out.iterdir()) == ["event_features.safetensors", "metadata.json", "target_features.safetensors"]
+    assert sorted(p.name for p in out.iterdir() if p.name != MANIFEST_NAME) == ["event_features.safetensors", "metadata.json", "target_features.safetensors"]
     back = AlignmentDataset.from_directory(out)
     assert len(back) == 12 and back.event_dim == 5 and back.target_dim == 7
     assert torch.equal(back.event_features, pairs.event_features)

@@ -137,7 +137,7 @@ def test_lightweight_checkpoint_converts_and_matches_the_legacy_math(legacy, tmp
     assert loaded["optimizer_state_dict"]["param_groups"][0]["lr"] == 1e-4
     out = convert_legacy_checkpoint(src, tmp_path / "hf")
     model = AutoModel.from_pretrained(out)
-    assert type(model).__name__ == "LegacyAlignmentModule" and model.config.legacy_config["use_whitening"] is True
+    assert type(model).__name__ == "LegacyAlignmentModel" and model.config.legacy_config["use_whitening"] is True
     sd = {k: v.double() for k, v in ref.items()}
     x = torch.randn(5, 12, dtype=torch.float64)
     # the legacy forward, eval mode: whiten with the running stats (SVD), MLP, + 0.1 * residual, * scale

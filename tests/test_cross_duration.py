@@ -184,7 +184,7 @@ def test_compare_strategies_bad_features_flag_is_one_line_exit_2(tmp_path, capsy
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     for argv, match in ((["--features", "no-equals-sign", "--out", str(tmp_path)], "DURATION=DIR"),
-                        (["--features", f"1s={tmp_path / 'missing'}", "--out", str(tmp_path)], "does not exist"),
+                        (["--features", f"1s={tmp_path / 'missing'}", f"200ms={tmp_path}", "--out", str(tmp_path)], "does not exist"),
                         (["--out", str(tmp_path)], "--features")):
         try:
             status = run_cli(lambda a: (module.main(a), 0)[1], argv, prog=module.PROG)

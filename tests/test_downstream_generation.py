@@ -123,6 +123,20 @@ def test_assisted_generation_with_own_visual_tokens_equals_the_loop(setup):
         assert out.tolist() == loop.tokens.tolist() == setup["answers"][b]
         # transformers' assistant stops drafting at an EOS; compare the rounds before the last
         assert [a for a, _ in rounds[:-1]] == loop.accepted_per_round[: len(rounds) - 1]
+    # without the hook the assistant reads the bare placeholder embeddings (transformers drops its visual input)
+    plain = copy.deepcopy(draft)
+    plain.generation_config.num_assistant_tokens, plain.generation_config.num_assistant_tokens_schedule = 3, "constant"
+    plain.generation_config.assistant_confidence_threshold = 0.0
+    from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+    rounds.clear()
+    with mock.patch.object(AssistedCandidateGenerator, "update_candidate_strategy", spy), torch.no_grad():
+        projected = target.model.multi_modal_projector(feats[:1].flatten(0, -3))
+        target.generate(input_ids=ids[:1], mm_encoder_outputs={"video": BaseModelOutputWithPooling(pooler_output=projected)},
+                        assistant_model=plain, do_sample=False, max_new_tokens=BUDGET)
+    bare = measure_acceptance(draft, target, draft.get_input_embeddings()(ids[:1]), te[0], gamma=3,
+                              max_new_tokens=BUDGET, eos_token_id=EOS)
+    assert [a for a, _ in rounds[:-1]] == bare.accepted_per_round[: len(rounds) - 1]
 
 
 def test_measure_speedup_reports_consistent_numbers(setup):

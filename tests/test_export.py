@@ -38,7 +38,7 @@ def _plain(table):
     return table.replace_schema_metadata(None)
 
 
-def test_layout_and_card(exported):
+def test_layout_and_card(exported, tree):
     base, result = exported
     out = base / "out"
     # 3 windows of 1 s per 3 s sequence, 2 rows per shard -> 2 shards; 6 windows of 500 ms -> 3 shards
@@ -74,6 +74,17 @@ def test_layout_and_card(exported):
     assert "| `eventgpt_frames` | list of image x 5 |" in text and "| `window_end_us` | int64 |" in text
     assert "nearest to the window's **end**" in text and "default_rng(split_seed)" in text
     assert not [p for p in base.iterdir() if p.name.startswith(".out")]  # no temp folder left
+    # synthetic data is named synthetic, with the generator's settings; no machine path in the uploaded card
+    import json
+
+    seqs = sorted(p for p in tree.iterdir() if (p / "evalign_synthetic.json").is_file())
+    first = json.loads((seqs[0] / "evalign_synthetic.json").read_text())
+    assert "synthetic" in header["tags"] and header["pretty_name"].startswith("Synthetic")
+    assert "> **Synthetic data.**" in text and f"| sequences | {len(seqs)} x " in text
+    assert f"| contrast_threshold | {first['simulator']['contrast_threshold']} |" in text
+    assert str(tree) not in text and str(base) not in text and "## Limitations" in text
+    with pytest.raises(ValueError, match="machine path"):
+        export_dsec(tree, base / "bad", ["1s"], cache_dir=base / "cache", source_description=f"files in {tree}", **KW)
 
 
 @pytest.mark.parametrize("name", ["500ms", "1s"])

@@ -109,7 +109,8 @@ def test_push_then_load_without_package(tmp_path, hub):
         tmp_path,
     )
     # the server holds exactly the local files, byte for byte, on main and on the new branch
-    local = {p.name: p.read_bytes() for p in ckpt.iterdir() if p.is_file()}
+    # (but evalign's local manifest of what it wrote, which push_to_hub leaves out)
+    local = {p.name: p.read_bytes() for p in ckpt.iterdir() if p.is_file() and p.name != ".evalign-manifest.json"}
     assert {"config.json", "model.safetensors", "README.md", "training_curve.png", "notes.txt"} <= set(local)
     on_main = {k: v for k, v in local.items() if k != "notes.txt"}
     assert {k: v for k, v in hub.files(REPO_ID, "main").items() if k != ".gitattributes"} == on_main

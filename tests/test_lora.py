@@ -14,7 +14,7 @@ from modeling_evalign.contrastive.configuration_contrastive_image import Contras
 from modeling_evalign.contrastive.modeling_contrastive_image import ContrastiveImageAlignmentModel
 from modeling_evalign.features.tiny_models import tiny_clip_config
 from modeling_evalign.training.config import TrainConfig
-from modeling_evalign.training.data import MODEL_INPUTS, PairDataset, TrainData
+from modeling_evalign.training.data import PairDataset, TrainData, model_inputs
 from modeling_evalign.training.loop import train
 
 LORA_R = 4
@@ -173,7 +173,7 @@ def _image_config(clip_dir, tmp_path, **kw):
 
 
 def test_image_strategy_trains_resumes_and_exports(clip_dir, tmp_path):
-    names = MODEL_INPUTS["contrastive_image"]
+    names = model_inputs("contrastive_image")
     data = TrainData(PairDataset(_images(16, 10), _images(16, 11), names), PairDataset(_images(8, 12), _images(8, 13), names))
     full = train(_image_config(clip_dir, tmp_path, output_dir=str(tmp_path / "full"), export_merged=True), data=data)
     part = train(_image_config(clip_dir, tmp_path, stop_at_step=1), data=data)

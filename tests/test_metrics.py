@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from modeling_evalign import metrics
+from modeling_evalign.evaluation import metrics
 from modeling_evalign.evaluation.metrics import (
     TimeWindows,
     bidirectional_recall,

@@ -30,7 +30,8 @@ def _config(out: Path, **kw) -> PipelineConfig:
                 val_fraction=0.17, test_fraction=0.17,
                 photos=["astronaut", "coffee"], durations=["1s"], num_epochs=2, batch_size=4, image_epochs=1,
                 image_batch_size=4, proxy_clip=TINY_PROXY, proxy_cache_dir=str(out.parent / "towers"),
-                firenet=str(FIRENET) if FIRENET.is_file() else None)
+                firenet=str(FIRENET) if FIRENET.is_file() else None,
+                downstream=False)  # the VLM stage has its own end-to-end test (test_downstream.py)
     base.update(kw)
     return PipelineConfig(**base)
 
@@ -109,12 +110,30 @@ def test_pipeline_end_to_end_and_resume(tmp_path, capsys):
     assert unaligned["mse"] == pytest.approx(
         float(((test.event_features.double() - test.target_features.double()) ** 2).mean()), rel=1e-5)
 
+    # every trained checkpoint carries validation metrics by the README's rule (tokens flattened), recomputed here,
+    # and the row's held-out metrics as test_metrics
+    from transformers import AutoModel
+
+    val = AlignmentDataset.from_directory(feats / "validation")
+    for name in ("lightweight", "contrastive", "triple_modal"):
+        final = tmp_path / "demo" / "runs" / "1s" / name / "final"
+        info = json.loads((final / "training_info.json").read_text())
+        model = AutoModel.from_pretrained(final).eval()
+        with torch.no_grad():
+            aligned = model(event_features=val.event_features.float()).aligned_features.float().flatten(1)
+        want = bidirectional_recall(aligned, val.target_features.float().flatten(1))
+        for key in ("e2t/R@1", "t2e/R@1", "mean/R@5"):
+            assert info["final_metrics"][key] == pytest.approx(want[key]), (name, key)
+        row = next(r for r in rows if r.strategy == name).metrics
+        assert info["test_metrics"]["mean/R@1"] == row["mean/R@1"]
+
     # printed table == results.md == the rows in results.json
     saved = json.loads((tmp_path / "demo" / "results.json").read_text())
     assert [r["strategy"] for r in saved["rows"]] == strategies
     assert all(r["metrics"]["n_test"] == len(test) for r in saved["rows"])
     table = format_table(rows)
-    assert (tmp_path / "demo" / "results.md").read_text().strip() == table
+    md = (tmp_path / "demo" / "results.md").read_text()
+    assert md.split("## Table\n", 1)[1].strip() == table and "![summary.png](summary.png)" in md
     assert table in capsys.readouterr().out
 
     # a second run reuses every finished stage (no retraining: the final checkpoints are untouched)

@@ -68,6 +68,7 @@ def test_saved_directory_loads_like_openai_clip(built):
     acc = info["metrics"]["zero_shot/accuracy"]
     assert f"| zero-shot accuracy | {100 * acc:.1f} | {100 / 3:.1f} |" in card
     assert "model-index" in card
+    assert "path/to" not in card and "ensure_proxy_clip()" in card  # a runnable snippet, no placeholder
 
 
 def test_retrieval_chance_levels_match_their_definition(built):

@@ -70,7 +70,7 @@ def test_trust_remote_code_without_the_package(tmp_path):
         event_dim=6, target_dim=4, projection_type="mlp", hidden_dim=5, use_target_head=True, mse_weight=0.5))
     _save(contrastive, ckpts / "contrastive", torch.randn(5, 6), torch.randn(5, 4))
     config = json.loads((ckpts / "lightweight" / "config.json").read_text())
-    assert config["auto_map"]["AutoModel"] == "modeling_lightweight.LightweightAlignmentModule"
+    assert config["auto_map"]["AutoModel"] == "modeling_lightweight.LightweightAlignmentModel"
 
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(HF_HOME=str(tmp_path / "hf"), HF_MODULES_CACHE=str(tmp_path / "hf_modules"),
@@ -82,5 +82,5 @@ def test_trust_remote_code_without_the_package(tmp_path):
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "OK lightweight LightweightAlignmentModule" in proc.stdout
-    assert "OK contrastive ContrastiveAlignmentModule" in proc.stdout
+    assert "OK lightweight LightweightAlignmentModel" in proc.stdout
+    assert "OK contrastive ContrastiveAlignmentModel" in proc.stdout

@@ -36,7 +36,7 @@ def test_brief_command_writes_one_checkpoint_per_duration(tree, tmp_path, capsys
     from transformers import AutoModel
 
     from modeling_evalign.data.alignment_dataset import AlignmentDataset
-    from modeling_evalign.lightweight.modeling_lightweight import LightweightAlignmentModule
+    from modeling_evalign.lightweight.modeling_lightweight import LightweightAlignmentModel
     from run_egpt_dsec_alignment import main
 
     out = tmp_path / "O"
@@ -47,7 +47,7 @@ def test_brief_command_writes_one_checkpoint_per_duration(tree, tmp_path, capsys
     for duration in ("200ms", "1s"):
         dest = out / f"alignment_{duration}"
         model = AutoModel.from_pretrained(dest)
-        assert isinstance(model, LightweightAlignmentModule)
+        assert isinstance(model, LightweightAlignmentModel)
         info = json.loads((dest / "training_info.json").read_text())
         result = json.loads((dest / "results.json").read_text())
         assert info["durations"] == [duration] and info["num_epochs"] == 2 and result["duration"] == duration
@@ -63,6 +63,10 @@ def test_brief_command_writes_one_checkpoint_per_duration(tree, tmp_path, capsys
         cos = torch.nn.functional.cosine_similarity(aligned.double(), test.target_features.double(), dim=-1).mean()
         assert result["metrics"]["cosine"] == pytest.approx(float(cos), abs=1e-5)
         assert info["test_metrics"] == result["metrics"]
+        assert result["output_dir"] == dest.name  # relative: the checkpoint's files name no machine path
+        from modeling_evalign.hub.paths import find_machine_paths
+        for name in ("results.json", "training_info.json", "config.json", "README.md"):
+            assert not find_machine_paths((dest / name).read_text()), name
         row = next(line for line in printed.splitlines() if line.startswith(f"| {duration} | lightweight |"))
         assert f"| {len(train)} | 0 | {len(test)} | {100 * result['metrics']['e2t/R@1']:.1f} |" in row
     assert len(AlignmentDataset.from_directory(out / "alignment_200ms" / "features" / "test")) > len(test)

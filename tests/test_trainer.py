@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 from transformers import AutoModel
@@ -68,7 +69,7 @@ def test_training_info_and_checkpoint_layout(splits, tmp_path):
     info = json.loads((tmp_path / "ckpt" / TRAINING_INFO_NAME).read_text())
     # one training_info writer for the facade and train_accelerate.py: strategy name + model_type
     assert info["strategy"] == "lightweight" and info["model_type"] == "evalign_lightweight"
-    assert info["model_class"] == "LightweightAlignmentModule" and info["num_processes"] == 1
+    assert info["model_class"] == "LightweightAlignmentModel" and info["num_processes"] == 1
     assert (info["train_size"], info["val_size"], info["event_dim"], info["target_dim"]) == (192, 96, DE, DT)
     assert info["num_epochs"] == 3 and [h["epoch"] for h in info["history"]] == [1, 2, 3]
     assert info["hyperparameters"]["batch_size"] == 40 and info["hyperparameters"]["seed"] == 3
@@ -140,7 +141,21 @@ def test_resume_after_crash_equals_uninterrupted_run(splits, tmp_path):
     assert json.loads((tmp_path / "x" / TRAINING_INFO_NAME).read_text())["resumed_from_epoch"] is None
 
 
+def _recall64(query: np.ndarray, gallery: np.ndarray, groups, ks=(1, 5, 10)) -> dict[str, float]:
+    """Independent float64 loop: best same-group score, rank = rows of other groups scoring >= it."""
+    q = query / np.linalg.norm(query, axis=1, keepdims=True)
+    g = gallery / np.linalg.norm(gallery, axis=1, keepdims=True)
+    sim = q @ g.T
+    groups = np.asarray(groups)
+    ranks = []
+    for i in range(len(q)):
+        same = groups == groups[i]
+        ranks.append(int((sim[i, ~same] >= sim[i, same].max()).sum()))
+    return {k: float(np.mean(np.asarray(ranks) < k)) for k in ks}
+
+
 def test_token_level_features_and_group_positives(tmp_path):
+    """Token features: retrieval on the FLATTENED tokens (the README's rule, every entry point's), not their mean."""
     pairs = make_linear_pairs(48, DE, DT, noise=0.1, seed=2, num_tokens=3)
     samples = [{"sequence": f"s{i // 2}"} for i in range(48)]
     train, val = AlignmentDataset(pairs.event_features, pairs.target_features, samples).split(0.5, seed=0)
@@ -150,10 +165,18 @@ def test_token_level_features_and_group_positives(tmp_path):
     metrics = trainer.evaluate()
     model = trainer.model
     with torch.no_grad():
-        aligned = model(event_features=val.event_features).aligned_features
-    want = bidirectional_recall(aligned.mean(1), val.target_features.mean(1), positive_groups=val.metadata_column("sequence"))
-    assert {k: v for k, v in metrics.items() if "/R@" in k} == pytest.approx(want)
-    assert metrics["mse"] == pytest.approx(float(((aligned - val.target_features) ** 2).mean()), rel=1e-5)
+        aligned = model(event_features=val.event_features).aligned_features.double().flatten(1).numpy()
+    target = val.target_features.double().flatten(1).numpy()
+    groups = val.metadata_column("sequence")
+    e2t, t2e = _recall64(aligned, target, groups), _recall64(target, aligned, groups)
+    for k in (1, 5, 10):
+        assert metrics[f"e2t/R@{k}"] == pytest.approx(e2t[k]) and metrics[f"t2e/R@{k}"] == pytest.approx(t2e[k])
+    pooled = bidirectional_recall(torch.from_numpy(aligned).view(len(val), 3, -1).mean(1),
+                                  val.target_features.mean(1), positive_groups=groups)
+    assert any(metrics[k] != pytest.approx(pooled[k]) for k in pooled)  # the old mean-pooling rule differs here
+    assert metrics["mse"] == pytest.approx(float(((aligned - target) ** 2).mean()), rel=1e-5)
+    cos = (aligned * target).sum(1) / (np.linalg.norm(aligned, axis=1) * np.linalg.norm(target, axis=1))
+    assert metrics["cosine_similarity"] == pytest.approx(float(cos.mean()), rel=1e-5)  # per window on the flattened rows
 
 
 def test_bad_arguments_raise(splits, tmp_path):
@@ -249,3 +272,35 @@ def test_facade_and_train_accelerate_are_one_loop(tmp_path):
     for key in ("mse", "e2t/R@1", "t2e/R@5"):
         assert result.final_metrics[key] == pytest.approx(cli_info["final_metrics"][key], rel=1e-6)
     assert result.final_metrics["cosine_similarity"] == pytest.approx(cli_info["final_metrics"]["cosine"], rel=1e-6)
+
+
+def test_sigterm_keeps_the_checkpoint_and_never_reports_a_finished_run(splits, tmp_path):
+    import os
+    import signal
+
+    train, val = splits
+    kwargs = {"lr": 1e-2, "batch_size": 32, "seed": 4, "progress": False}
+    torch.manual_seed(0)
+    reference = _model("lightweight")
+    ContrastiveAlignmentTrainer(reference, train, val, **kwargs).train(num_epochs=3)
+
+    torch.manual_seed(0)
+    stopped = _model("lightweight")
+    forward, calls = stopped.forward, []
+
+    def sigterm_at_step_8(*args, **kw):  # the loop's handler saves a checkpoint at the step boundary
+        if stopped.training:
+            calls.append(1)
+            if len(calls) == 8:
+                os.kill(os.getpid(), signal.SIGTERM)
+        return forward(*args, **kw)
+
+    stopped.forward = sigterm_at_step_8
+    with pytest.raises(KeyboardInterrupt, match="SIGTERM at step 8"):
+        ContrastiveAlignmentTrainer(stopped, train, val, **kwargs).train(num_epochs=3, save_path=tmp_path / "run")
+    assert (tmp_path / ".run.resume" / "checkpoint-8").is_dir() and not (tmp_path / "run").exists()
+    fresh = _model("lightweight")
+    result = ContrastiveAlignmentTrainer(fresh, train, val, **kwargs).train(num_epochs=3, save_path=tmp_path / "run")
+    assert result.resumed_from_epoch == 1
+    ref, got = reference.state_dict(), fresh.state_dict()
+    assert all(torch.allclose(ref[k], got[k], atol=1e-6) for k in ref)

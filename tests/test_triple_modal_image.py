@@ -224,7 +224,9 @@ def test_trains_through_the_loop_and_zero_shot_beats_chance(clip_dir, tmp_path):
     final = result.output_dir / "final"
     assert (final / "adapter" / "adapter_config.json").is_file()
     assert not any("text" in k for k in load_file(str(final / "model.safetensors")))
-    model = TripleModalImageAlignmentModel.from_pretrained(final)
+    # config.json names the local tower by its directory name only (no machine path): re-attach it here
+    model = TripleModalImageAlignmentModel.from_pretrained(final, clip_model_name_or_path=str(clip_dir),
+                                                           text_model_name_or_path=str(clip_dir))
     assert model.config.class_names == CLASSES  # sorted names of the scene column
     pixels = torch.stack([data.train[i]["event_pixel_values"] for i in range(len(rows))])
     truth = torch.tensor([CLASSES.index(s) for s in rows["scene"]])
@@ -260,7 +262,10 @@ def test_dsec_tree_end_to_end_with_scene_labels(tmp_path_factory, tmp_path):
     final = tmp_path / "runs" / "500ms" / "final"
     info = json.loads((final / "training_info.json").read_text())
     scenes = sorted({p.name.split("_", 2)[2] for p in tree.iterdir() if p.name.startswith("synthetic_")})
-    model = TripleModalImageAlignmentModel.from_pretrained(final)
+    model = TripleModalImageAlignmentModel.from_pretrained(final, clip_model_name_or_path=str(clip),
+                                                           text_model_name_or_path=str(clip))
+    saved = json.loads((final / "config.json").read_text())
+    assert saved["clip_model_id"] == saved["text_model_id"] == clip.name  # a name, no path
     assert info["model_type"] == "evalign_triple_modal_image" and info["global_steps"] >= 1
     assert set(model.config.class_names) <= set(scenes) and len(model.config.class_names) >= 2
     assert model.config.class_names == sorted(model.config.class_names)

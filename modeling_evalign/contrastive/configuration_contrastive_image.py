@@ -14,12 +14,13 @@ class ContrastiveImageAlignmentConfig(EvalignConfig):
     CEIA: event images go through a copy of the CLIP vision tower (+ its visual projection) with LoRA
     adapters; RGB images go through the frozen original. Symmetric InfoNCE pulls the pairs together.
 
-    The frozen tower is referenced, never stored: ``clip_model_name_or_path`` + ``clip_revision`` are
+    The frozen tower is referenced, never stored: ``clip_model_id`` + ``clip_revision`` are
     loaded when the model is built, and checkpoints hold only the LoRA weights and the logit scale.
 
     Args:
-        clip_model_name_or_path: Hub id or local directory of a CLIP (or CLIP vision) checkpoint.
-        clip_revision: revision (branch, tag or commit) of ``clip_model_name_or_path``.
+        clip_model_id: Hub id or local directory of a CLIP (or CLIP vision) checkpoint (old name, still
+            accepted: ``clip_model_name_or_path``).
+        clip_revision: revision (branch, tag or commit) of ``clip_model_id``; None: the default branch.
         lora_r, lora_alpha, lora_dropout: LoRA rank, scaling numerator (scale = alpha / r) and dropout.
         lora_target_modules: regex (full match on module names) choosing the adapted layers; the default
             touches only the vision tower's attention q/v projections of every block.
@@ -34,9 +35,10 @@ class ContrastiveImageAlignmentConfig(EvalignConfig):
     """
 
     model_type = "evalign_contrastive_image"
+    attribute_map = {"clip_model_name_or_path": "clip_model_id"}
 
-    clip_model_name_or_path: str = "openai/clip-vit-large-patch14"
-    clip_revision: str = "main"
+    clip_model_id: str = "openai/clip-vit-large-patch14"
+    clip_revision: str | None = None
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.0
@@ -47,9 +49,11 @@ class ContrastiveImageAlignmentConfig(EvalignConfig):
     token_layer: int = -2
 
     def __post_init__(self, **kwargs):
-        self._check(isinstance(self.clip_model_name_or_path, str) and bool(self.clip_model_name_or_path),
-                    "clip_model_name_or_path", "a Hub repo id or a local directory")
-        self._check(isinstance(self.clip_revision, str) and bool(self.clip_revision), "clip_revision", "a revision")
+        self._take_renamed(kwargs)
+        self._check(isinstance(self.clip_model_id, str) and bool(self.clip_model_id),
+                    "clip_model_id", "a Hub repo id or a local directory")
+        self._check(self.clip_revision is None or (isinstance(self.clip_revision, str) and bool(self.clip_revision)),
+                    "clip_revision", "a revision or None")
         self._check(isinstance(self.lora_r, int) and self.lora_r > 0, "lora_r", "a positive int")
         self._check(self.lora_alpha > 0, "lora_alpha", "> 0")
         self._check(0.0 <= self.lora_dropout < 1.0, "lora_dropout", "a float in [0, 1)")

@@ -29,7 +29,7 @@ class ProjectionHead(nn.Module):
         return self.layers(x)
 
 
-class ContrastiveAlignmentModule(EvalignPreTrainedModel):
+class ContrastiveAlignmentModel(EvalignPreTrainedModel):
     """Event features ``[B, event_dim]`` (or tokens ``[B, N, event_dim]``) -> target space ``target_dim``.
 
     Training signal: symmetric InfoNCE between the (pooled) aligned events and the (pooled, optionally
@@ -134,4 +134,7 @@ class ContrastiveAlignmentModule(EvalignPreTrainedModel):
         )
 
 
-ContrastiveAlignmentModule.register_for_auto_class("AutoModel")
+ContrastiveAlignmentModel.register_for_auto_class("AutoModel")
+
+# the product brief's name (transformers style is *Model)
+ContrastiveAlignmentModule = ContrastiveAlignmentModel

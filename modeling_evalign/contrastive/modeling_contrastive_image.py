@@ -1,7 +1,7 @@
 """CEIA image-level contrastive model: LoRA on a copy of the CLIP vision tower, the original tower frozen.
 
 Checkpoints hold only what training changes (LoRA matrices + logit scale, a few MB for CLIP-L): the frozen
-tower is rebuilt from ``config.clip_model_name_or_path`` at ``config.clip_revision`` whenever the model is
+tower is rebuilt from ``config.clip_model_id`` at ``config.clip_revision`` whenever the model is
 constructed, which is why :meth:`from_pretrained` is overridden (transformers would otherwise build the
 model on the meta device and expect every weight in ``model.safetensors``).
 """
@@ -28,17 +28,10 @@ _HUB_KWARGS = ("cache_dir", "force_download", "proxies", "token", "revision", "l
 
 def load_clip_vision_tower(name_or_path: str, revision: str = "main"):
     """``CLIPVisionModelWithProjection`` (vision tower + visual projection) from a CLIP or CLIP-vision checkpoint."""
-    from transformers import CLIPVisionModelWithProjection
-    from transformers.utils import logging as hf_logging
+    from ..features.towers import load_clip_vision_tower as load_checked  # refuses anything but a CLIP tower
 
-    # A full CLIP checkpoint always has text-tower weights the vision model does not use: don't print a
-    # load report listing them as unexpected on every construction.
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    try:
-        return CLIPVisionModelWithProjection.from_pretrained(name_or_path, revision=revision)
-    finally:
-        hf_logging.set_verbosity(verbosity)
+    return load_checked(name_or_path, revision=revision, with_projection=True, what="clip_model",
+                                  frozen=False)
 
 
 def _lora_wrap(tower: nn.Module, lora, get_peft_model) -> nn.Module:
@@ -71,7 +64,7 @@ class ContrastiveImageAlignmentModel(EvalignPreTrainedModel):
     Args:
         config: the strategy config.
         clip_model: an already loaded ``CLIPVisionModelWithProjection`` to use instead of loading
-            ``config.clip_model_name_or_path`` (it must be that checkpoint: only the reference is saved).
+            ``config.clip_model_id`` (it must be that checkpoint: only the reference is saved).
     """
 
     config_class = ContrastiveImageAlignmentConfig
@@ -87,7 +80,7 @@ class ContrastiveImageAlignmentModel(EvalignPreTrainedModel):
         from peft import LoraConfig, get_peft_model
 
         if clip_model is None:
-            clip_model = load_clip_vision_tower(config.clip_model_name_or_path, config.clip_revision)
+            clip_model = load_clip_vision_tower(config.clip_model_id, config.clip_revision)
         target = clip_model
         event = copy.deepcopy(target)
         target.requires_grad_(False)
@@ -204,6 +197,9 @@ class ContrastiveImageAlignmentModel(EvalignPreTrainedModel):
         hub_kwargs = {k: kwargs[k] for k in _HUB_KWARGS if k in kwargs}
         if config is None:
             config = cls.config_class.from_pretrained(pretrained_model_name_or_path, **hub_kwargs)
+        for key, value in kwargs.items():  # config overrides, as transformers applies them (e.g. a local tower)
+            if key not in _HUB_KWARGS and key != "dtype" and hasattr(config, key):
+                setattr(config, key, value)
         model = cls(config, clip_model=clip_model)
         weights = cached_file(pretrained_model_name_or_path, "model.safetensors", **hub_kwargs)
         model.load_trainable_state_dict(load_file(weights))

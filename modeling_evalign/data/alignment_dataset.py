@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..utils.errors import InputKeyError, InputTypeError
 from ..utils.io_utils import atomic_directory, atomic_write_json
 from .feature_files import EVENT_STEM, METADATA_FILE, TARGET_STEM, find_feature_file, read_features
 
@@ -54,7 +55,7 @@ def _check_features(t: Any, name: str) -> torch.Tensor:
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{name} must be a torch tensor or numpy array, got {type(t).__name__}")
     if not t.is_floating_point():
-        raise TypeError(f"{name} has dtype {t.dtype}: expected floating point features")
+        raise InputTypeError(f"{name} has dtype {t.dtype}: expected floating point features")
     if t.dim() not in (2, 3) or t.shape[0] == 0 or t.shape[-1] == 0:
         raise ValueError(f"{name} has shape {tuple(t.shape)}: expected [N, D] or [N, T, D] with N, D > 0")
     return t.detach()
@@ -120,7 +121,7 @@ class AlignmentDataset(torch.utils.data.Dataset):
         if isinstance(metadata, (list, tuple)):
             metadata = {"samples": list(metadata)}
         if not isinstance(metadata, dict):
-            raise TypeError(
+            raise InputTypeError(
                 f"metadata must be a dict or a list of per-sample dicts, got {type(metadata).__name__}"
             )
         info = {k: v for k, v in metadata.items() if k != "samples"}
@@ -137,7 +138,7 @@ class AlignmentDataset(torch.utils.data.Dataset):
         samples = metadata.get("samples")
         if samples is not None:
             if not isinstance(samples, list) or not all(isinstance(s, dict) for s in samples):
-                raise TypeError("metadata 'samples' must be a list of per-sample dicts")
+                raise InputTypeError("metadata 'samples' must be a list of per-sample dicts")
             if len(samples) != n:
                 raise ValueError(f"metadata 'samples' has {len(samples)} entries: expected {n}, one per row")
         return info, samples
@@ -261,10 +262,10 @@ class AlignmentDataset(torch.utils.data.Dataset):
         """Value of ``key`` for every sample (e.g. ``"sequence"``, usable as retrieval ``positive_groups``)."""
         samples = self.samples_list()
         if samples is None:
-            raise KeyError(f"this AlignmentDataset has no per-sample metadata, so no {key!r} column")
+            raise InputKeyError(f"this AlignmentDataset has no per-sample metadata, so no {key!r} column")
         missing = [i for i, s in enumerate(samples) if key not in s]
         if missing:
-            raise KeyError(f"per-sample metadata lacks {key!r} (first at sample {missing[0]})")
+            raise InputKeyError(f"per-sample metadata lacks {key!r} (first at sample {missing[0]})")
         return [s[key] for s in samples]
 
     def subset(self, indices: Sequence[int] | np.ndarray) -> AlignmentDataset:

@@ -59,6 +59,8 @@ def add_builder_arguments(ap: argparse.ArgumentParser, multiple_durations: bool 
     ap.add_argument("--val-fraction", type=fraction, default=0.1)
     ap.add_argument("--test-fraction", type=fraction, default=0.1)
     ap.add_argument("--split-seed", type=int, default=0)
+    ap.add_argument("--keep-empty-windows", action="store_true",
+                    help="keep windows with no event (default: skipped, with a warning naming how many)")
 
 
 def builder_kwargs(args: argparse.Namespace) -> dict:
@@ -70,4 +72,5 @@ def builder_kwargs(args: argparse.Namespace) -> dict:
         val_fraction=args.val_fraction,
         test_fraction=args.test_fraction,
         split_seed=args.split_seed,
+        **({"keep_empty_windows": True} if getattr(args, "keep_empty_windows", False) else {}),
     )

@@ -48,12 +48,15 @@ from pathlib import Path
 
 import datasets
 import numpy as np
+from datasets.utils import logging as ds_logging
 
+from ..utils.errors import InputKeyError
 from .windows import DURATIONS_US, assign_splits, nearest_frame_index, usable_span, window_bounds
 
 REPRESENTATIONS = ("eventgpt_frames", "voxel_grid", "event_histogram")
 SYNTHETIC_INFO = "evalign_synthetic.json"
 _VERSION = datasets.Version("1.0.0")
+logger = ds_logging.get_logger(__name__)
 
 
 @dataclass
@@ -63,6 +66,7 @@ class DsecAlignmentConfig(datasets.BuilderConfig):
     ``representations``: any of ``eventgpt_frames`` (default), ``voxel_grid``, ``event_histogram``.
     ``sensor_height``/``sensor_width``: event sensor size; None reads it from the recordings (all sequences
     must agree). ``png_compress_level``: zlib level of the event-frame PNGs (1 = fast, 9 = small).
+    ``keep_empty_windows``: keep windows with no event (default: skipped, with a warning naming the count).
     """
 
     window_us: int = 1_000_000
@@ -76,6 +80,8 @@ class DsecAlignmentConfig(datasets.BuilderConfig):
     sensor_height: int | None = None
     sensor_width: int | None = None
     png_compress_level: int = 1
+    # windows without a single event carry no signal; they are skipped (and counted in a warning) unless kept
+    keep_empty_windows: bool = False
 
 
 # EventGPT frames hold three colours only (white canvas, p=1 red, p=0 blue): a palette PNG stores one byte per
@@ -227,6 +233,7 @@ class DsecAlignmentBuilder(datasets.GeneratorBasedBuilder):
 
     def _sequence_examples(self, seq_dir: Path):
         """Examples of one sequence, in time order (see the module docstring)."""
+        from ..events.recording_checks import check_sequence_clocks, decoded_png_bytes
         from ..events.representations import event_histogram_image, eventgpt_frames, voxel_grid
 
         cfg = self.config
@@ -235,12 +242,17 @@ class DsecAlignmentBuilder(datasets.GeneratorBasedBuilder):
         sequence = _open_sequence(seq_dir, height, width)
         events = sequence.events
         timestamps = sequence.image_timestamps_us
+        check_sequence_clocks(sequence, events.time_range_us)  # PNG count, t_offset: never drop it silently
         start, end = usable_span(*events.time_range_us, timestamps)
         bounds = window_bounds(start, end, int(cfg.window_us))
         frame_idx = nearest_frame_index(timestamps, bounds[:, 1])
         scene, label = _scene_and_label(seq_dir)
+        empty = 0
         for k, ((t0, t1), fi) in enumerate(zip(bounds.tolist(), frame_idx.tolist())):
             w = events.read_window(t0, t1)
+            if len(w) == 0 and not cfg.keep_empty_windows:
+                empty += 1
+                continue
             image_path = sequence.image_path(fi)
             record = {
                 "sequence": seq_dir.name,
@@ -248,21 +260,28 @@ class DsecAlignmentBuilder(datasets.GeneratorBasedBuilder):
                 "window_start_us": t0,
                 "window_end_us": t1,
                 "event_count": int(len(w.t)),
-                "rgb": {"bytes": image_path.read_bytes(), "path": image_path.name},  # Parquet keeps the name
+                # decoded once here, so a corrupt PNG is named now, not as <_io.BytesIO> in a later stage
+                "rgb": {"bytes": decoded_png_bytes(image_path, seq_dir.name, fi), "path": image_path.name},
                 "rgb_timestamp_us": int(timestamps[fi]),
                 "rgb_index": fi,
                 "scene": scene,
                 "label": label,
             }
-            if "eventgpt_frames" in reps:
-                frames = eventgpt_frames(w.x, w.y, w.t, w.p, height, width, num_frames=cfg.num_frames)
-                pngs = _eventgpt_pngs(frames, cfg.png_compress_level)
-                record["eventgpt_frames"] = [{"bytes": b, "path": None} for b in pngs]
-            if "voxel_grid" in reps:
-                record["voxel_grid"] = voxel_grid(w.x, w.y, w.t, w.p, cfg.num_bins, height, width)
-            if "event_histogram" in reps:
-                record["event_histogram"] = event_histogram_image(w.x, w.y, w.t, w.p, height, width)
+            try:
+                if "eventgpt_frames" in reps:
+                    frames = eventgpt_frames(w.x, w.y, w.t, w.p, height, width, num_frames=cfg.num_frames)
+                    pngs = _eventgpt_pngs(frames, cfg.png_compress_level)
+                    record["eventgpt_frames"] = [{"bytes": b, "path": None} for b in pngs]
+                if "voxel_grid" in reps:
+                    record["voxel_grid"] = voxel_grid(w.x, w.y, w.t, w.p, cfg.num_bins, height, width)
+                if "event_histogram" in reps:
+                    record["event_histogram"] = event_histogram_image(w.x, w.y, w.t, w.p, height, width)
+            except (ValueError, TypeError) as err:  # x >= width, p = 7, ...: name the file and the window
+                raise ValueError(f"{events.path} (sequence {seq_dir.name}, window {k} [{t0}, {t1}) µs): {err}") from None
             yield record
+        if empty:
+            logger.warning("sequence %s: skipped %d of %d windows with no event (keep_empty_windows=True keeps them)",
+                           seq_dir.name, empty, len(bounds))
 
 
 def sequence_scene(seq_dir: Path) -> str:
@@ -281,7 +300,7 @@ def _scene_and_label(seq_dir: Path) -> tuple[str | None, str | None]:
         return None, None
     info = json.loads(path.read_text())
     if "scene" not in info:
-        raise KeyError(f"{path}: expected a 'scene' entry, have {sorted(info)}")
+        raise InputKeyError(f"{path}: expected a 'scene' entry, have {sorted(info)}")
     label = info.get("label")
     return str(info["scene"]), None if label is None else str(label)
 

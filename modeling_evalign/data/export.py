@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..utils.io_utils import atomic_directory
+from ..utils.io_utils import atomic_directory, check_output_directory
 from .windows import DURATIONS_US, duration_us
 
 DEFAULT_REPO_ID = "evalign/dsec-alignment"
@@ -66,16 +66,21 @@ def export_dsec(
     about ``max_shard_bytes`` of Arrow data (DSEC's 1440x1080 PNGs are ~2 MB per row). Durations already prepared
     in ``cache_dir`` are not rebuilt, so a killed export resumes at the duration it was working on.
     """
+    from ..hub.paths import find_machine_paths
     from .dsec_builder import DsecAlignmentBuilder
 
     for d in durations:
         duration_us(d)  # raises on unknown names before any work
+    if source_description and find_machine_paths(source_description):
+        raise ValueError(f"source_description={source_description!r} contains a machine path: describe the "
+                         "recordings in words (the card is uploaded)")
     if not durations:
         raise ValueError(f"durations: expected at least one of {list(DURATIONS_US)}")
     if max_rows_per_shard < 1 or max_shard_bytes < 1:
         raise ValueError(
             f"max_rows_per_shard and max_shard_bytes must be >= 1, got {max_rows_per_shard}, {max_shard_bytes}"
         )
+    check_output_directory(output_dir)  # a user's folder (or a file) at --out is refused before any build
     result = ExportResult(output_dir=Path(output_dir))
     configs, table, split_sequences, first = [], [], {}, None
     with atomic_directory(output_dir) as tmp:
@@ -113,7 +118,7 @@ def export_dsec(
             configs.append(entry)
             table.append({"name": d, "window_ms": duration_us(d) // 1000, "counts": counts})
             result.counts[d] = counts
-        _write_card(tmp, configs, table, split_sequences, first, repo_id, source_description)
+        _write_card(tmp, configs, table, split_sequences, first, repo_id, source_description, data_dir)
     return result
 
 
@@ -128,18 +133,22 @@ def _type_name(feature) -> str:
     return str(feature.dtype) if kind == "Value" else kind.lower()
 
 
-def _write_card(tmp: Path, configs, table, split_sequences, builder, repo_id, source_description) -> None:
+def _write_card(tmp: Path, configs, table, split_sequences, builder, repo_id, source_description, data_dir) -> None:
     from huggingface_hub import DatasetCard, DatasetCardData
 
+    from ..hub.card_facts import describe_dsec_tree
     from ..hub.templates import template_path
     from .windows import SPLIT_RULE
 
     cfg = builder.config
+    recordings = describe_dsec_tree(data_dir)  # synthetic (evalign's generator, its settings) or real DSEC
+    synthetic = recordings["synthetic"]
     card_data = DatasetCardData(
-        pretty_name="DSEC event-RGB alignment windows",
+        pretty_name="Synthetic DSEC-layout event-RGB windows (evalign generator)" if synthetic
+        else "DSEC event-RGB alignment windows",
         license="cc-by-sa-4.0",
         task_categories=["feature-extraction"],
-        tags=["event-camera", "dsec", "evalign"],
+        tags=["event-camera", "dsec", "evalign", *(["synthetic"] if synthetic else [])],
         configs=configs,
     )
     features = builder.info.features
@@ -153,7 +162,10 @@ def _write_card(tmp: Path, configs, table, split_sequences, builder, repo_id, so
         pretty_name=card_data.pretty_name,
         repo_id=repo_id,
         default_config=default,
-        source_description=source_description or "a DSEC-layout recording tree",
+        source_description=source_description or (
+            f"{recordings['sequences']} synthetic sequences written by evalign's generator" if synthetic
+            else f"{recordings['sequences']} DSEC recordings"),
+        recordings=recordings,
         configs_table=table,
         split_names=list(split_sequences),
         fields=fields,

@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..utils.errors import InputKeyError, InputTypeError
+
 EVENT_STEM = "event_features"
 TARGET_STEM = "target_features"
 METADATA_FILE = "metadata.json"
@@ -73,7 +75,7 @@ def _read_safetensors(path: Path, mmap: bool) -> torch.Tensor:
     elif len(tensors) == 1:
         key = next(iter(tensors))
     else:
-        raise KeyError(
+        raise InputKeyError(
             f"{path}: expected one tensor or a tensor named 'features', found keys {sorted(tensors)}"
         )
     info = tensors[key]
@@ -118,11 +120,11 @@ def _read_pt(path: Path, mmap: bool) -> torch.Tensor:
         elif len(obj) == 1:
             obj = next(iter(obj.values()))
         else:
-            raise KeyError(
+            raise InputKeyError(
                 f"{path}: expected a tensor or a dict with key 'features', found keys {sorted(map(str, obj))}"
             )
     if not isinstance(obj, torch.Tensor):
-        raise TypeError(
+        raise InputTypeError(
             f"{path}: expected a tensor or a dict with a 'features' tensor, found {type(obj).__name__}"
         )
     return obj

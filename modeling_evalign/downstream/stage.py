@@ -3,11 +3,12 @@ answers under every condition (:mod:`.evaluate`) -> the speculative-decoding mea
 
 Strategies (train split only, through the main job's own functions in ``pipeline.strategies``, so they train
 exactly as the retrieval rows do, now on ``[N, frames * (1 + patches), D]`` tokens): ``closed_form`` (per-token
-ridge), ``lightweight`` (warm-started at the ridge solution), ``contrastive`` (per-token head, InfoNCE over the
-flattened layout), ``triple_modal`` (token mode) and ``contrastive_image`` (the main job's LoRA tower, trained
-on the last EventGPT frame vs the window's RGB frame, fed each of the 5 event frames here: its penultimate
-tokens, CLS kept). Reconstruction is not a downstream condition (FireNet steps per chunk would exceed the
-stage's time budget; say so).
+ridge) and every strategy of the registry the main job trains (``registry.job_strategies()``, each with its
+recipe): feature-level ones (``lightweight`` warm-started at the ridge solution, ``contrastive``'s per-token head,
+``triple_modal`` in token mode) read the event tokens; image-level ones (``contrastive_image``: the main job's
+LoRA tower, trained on the last EventGPT frame vs the window's RGB frame) are fed each of the 5 event frames (its
+penultimate tokens, CLS kept). The VLM reads each model's ``aligned_features`` in tower space. Reconstruction is
+not a downstream condition (FireNet steps per chunk would exceed the stage's time budget).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 import torch
 
 from ..utils.io_utils import atomic_write_json
-from .evaluate import TRAINED, Condition, best_strategy, evaluate_conditions, speculative_entry, subsample
+from .evaluate import Condition, best_strategy, evaluate_conditions, speculative_entry, subsample
 from .features import build_video_features, load_split
 
 
@@ -73,21 +74,23 @@ def aligned_tokens(model, events: torch.Tensor, batch_size: int = 256) -> torch.
     return tokens
 
 
-def _lora_frames(cfg, splits, runs: Path, tower: str, vision, tree: Path, duration: str, test_ds, rows):
-    """contrastive_image: the main job's LoRA tower (trained here if missing) on each event frame, CLS kept."""
+def _image_strategy_frames(cfg, strategy: str, splits, runs: Path, tower: str, vision, tree: Path, duration: str,
+                           rows) -> torch.Tensor:
+    """An image-level strategy (contrastive_image: the main job's LoRA tower, trained here through the registry if
+    the job has not) on each of the test windows' event frames: its penultimate tokens, CLS kept ``[n, F, T, D]``."""
     import copy
 
     import numpy as np
 
-    from ..contrastive.modeling_contrastive_image import ContrastiveImageAlignmentModel
     from ..pipeline import strategies as st
+    from ..registry import get_strategy
     from .features import FEATURE_LAYER, tower_tokens
 
-    final = runs / "contrastive_image" / "final"
+    final = runs / strategy / "final"
     if not (final / "config.json").is_file():
-        st.train_contrastive_image(cfg, splits, runs / "contrastive_image", tower, vision, tree, duration)
-    model = ContrastiveImageAlignmentModel.from_pretrained(final, clip_model=copy.deepcopy(vision)).eval()
-    frames = test_ds.select(rows.tolist())["eventgpt_frames"]
+        st.train_image_strategy(cfg, strategy, splits, runs / strategy, tower, vision, tree, duration)
+    model = get_strategy(strategy).get_model_class().from_pretrained(final, clip_model=copy.deepcopy(vision)).eval()
+    frames = splits["test"].select(rows.tolist())["eventgpt_frames"]
     out = []
     for i in range(0, len(frames), 16):
         images = [np.asarray(im.convert("RGB")) for fs in frames[i: i + 16] for im in fs]
@@ -98,24 +101,26 @@ def _lora_frames(cfg, splits, runs: Path, tower: str, vision, tree: Path, durati
 
 def strategy_conditions(cfg, duration: str, dirs: dict, splits: dict, tree: Path, out: Path, tower: str, vision,
                         rows, log=print) -> list[Condition]:
-    """Every trained strategy's aligned test tokens ``[n, F, T, D]`` (windows ``rows`` of the test split)."""
+    """Every trained strategy's aligned test tokens ``[n, F, T, D]`` (windows ``rows`` of the test split):
+    ``closed_form`` and every strategy of the registry the main job trains (its recipe, ``pipeline.strategies``)."""
     from ..data.alignment_dataset import AlignmentDataset
     from ..pipeline import strategies as st
+    from ..registry import get_strategy, job_strategies
 
     test, _, num_frames = load_split(dirs["test"])
     ev = test.event_features.float()[torch.as_tensor(rows)]
     runs = out / "runs" / duration / "downstream"
     scfg = dataclasses.replace(cfg, num_epochs=cfg.downstream_epochs)
-    want = [s for s in TRAINED if s in cfg.strategies]
+    want = [s for s in ["closed_form", *job_strategies()] if s in cfg.strategies]
     conds = []
     for name in want:
         started = time.perf_counter()
         if name == "closed_form":
             model = st.closed_form(cfg, AlignmentDataset.from_directory(dirs["train"]))
-        elif name == "contrastive_image":
-            feats = _lora_frames(cfg, splits, out / "runs" / duration, tower, vision, tree, duration,
-                                 splits["test"], rows)
-            conds.append(Condition(name, "video", feats, "main job's LoRA tower, each event frame"))
+        elif get_strategy(name).data_kind == "images":
+            feats = _image_strategy_frames(cfg, name, splits, out / "runs" / duration, tower, vision, tree, duration,
+                                           rows)
+            conds.append(Condition(name, "video", feats, "the main job's LoRA tower, each event frame"))
             log(f"    {name}: {time.perf_counter() - started:.1f} s")
             continue
         else:

@@ -49,9 +49,10 @@ Fitter = Callable[[Any], FittedAligner]
 
 
 def _model_aligner(model) -> Callable[[torch.Tensor], torch.Tensor]:
-    """``x -> model(x).aligned_features``; pooled-only models (triple-modal) get token inputs mean-pooled."""
+    """``x -> model(x).aligned_features``; pooled-only models (triple-modal outside token mode) get token inputs
+    mean-pooled."""
     model.eval()
-    pooled_only = getattr(model.config, "model_type", "") == "evalign_triple_modal"
+    pooled_only = getattr(model, "token_mode", None) is False
 
     @torch.no_grad()
     def align(x: torch.Tensor) -> torch.Tensor:
@@ -70,15 +71,37 @@ def ridge_fitter(ridge: float = 1e-3) -> Fitter:
 
     def fit(dataset) -> FittedAligner:
         from ..lightweight.configuration_lightweight import LightweightAlignmentConfig
-        from ..lightweight.modeling_lightweight import LightweightAlignmentModule
+        from ..lightweight.modeling_lightweight import LightweightAlignmentModel
 
         start = time.perf_counter()
-        model = LightweightAlignmentModule(
+        model = LightweightAlignmentModel(
             LightweightAlignmentConfig(event_dim=dataset.event_dim, target_dim=dataset.target_dim)
         )
         model.fit_closed_form(dataset.event_features, dataset.target_features, ridge=ridge)
         return FittedAligner(_model_aligner(model), seconds=time.perf_counter() - start,
                              notes=f"closed-form ridge ({ridge:g})", model=model)
+
+    return fit
+
+
+def strategy_fitter(strategy: str, params: Mapping[str, float] | None = None, settings=None,
+                    **context) -> Fitter:
+    """Any strategy of the registry, trained by its spec's ``map_fit`` (the strategy map's fitter) with ``params``
+    (default: the first point of its ``map_grid``); ``context``: ``text_tower``, ``label_key``."""
+    from ..registry import get_strategy, resolve
+    from .strategy_map import TrainSettings, grid_points
+
+    spec = get_strategy(strategy)
+    if spec.map_fit is None:
+        raise ValueError(f"strategy {strategy!r} declares no map_fit: it cannot be fitted on features")
+    point = dict(params) if params is not None else grid_points(spec.map_grid or {})[0]
+    settings = settings or TrainSettings()
+
+    def fit(dataset) -> FittedAligner:
+        start = time.perf_counter()
+        torch.manual_seed(settings.seed)
+        model, info = resolve(spec.map_fit)(dataset, point, settings, context)
+        return aligner_from_model(model, seconds=time.perf_counter() - start, notes=info.get("notes", ""))
 
     return fit
 
@@ -92,12 +115,12 @@ def contrastive_fitter(epochs: int = 20, lr: float = 5e-4, batch_size: int = 32,
 
     def fit(dataset) -> FittedAligner:
         from ..contrastive.configuration_contrastive import ContrastiveAlignmentConfig
-        from ..contrastive.modeling_contrastive import ContrastiveAlignmentModule
+        from ..contrastive.modeling_contrastive import ContrastiveAlignmentModel
         from ..training.trainer import ContrastiveAlignmentTrainer
 
         start = time.perf_counter()
         torch.manual_seed(seed)
-        model = ContrastiveAlignmentModule(
+        model = ContrastiveAlignmentModel(
             ContrastiveAlignmentConfig(event_dim=dataset.event_dim, target_dim=dataset.target_dim)
         )
         trainer = ContrastiveAlignmentTrainer(
@@ -126,7 +149,7 @@ def triple_modal_fitter(
 
     def fit(dataset) -> FittedAligner:
         from ..triple_modal.configuration_triple_modal import TripleModalAlignmentConfig
-        from ..triple_modal.modeling_triple_modal import TripleModalAlignmentModule
+        from ..triple_modal.modeling_triple_modal import TripleModalAlignmentModel
         from ..triple_modal.training import train_triple_modal
 
         start = time.perf_counter()
@@ -148,7 +171,7 @@ def triple_modal_fitter(
             event_dim=ev.shape[-1], target_dim=tg.shape[-1], hidden_dim=min(1024, 4 * ev.shape[-1]),
             class_names=names, **kwargs,
         )
-        model = TripleModalAlignmentModule(config)
+        model = TripleModalAlignmentModel(config)
         if labels is not None:
             try:
                 model.text_tower()
@@ -167,18 +190,16 @@ def triple_modal_fitter(
 
 
 def evaluate_alignment(
-    aligned: torch.Tensor, target: torch.Tensor, ks: Sequence[int] = (1, 5, 10), positive_groups=None
+    aligned: torch.Tensor, target: torch.Tensor, ks: Sequence[int] = (1, 5, 10), positive_groups=None, model=None
 ) -> dict[str, float]:
-    """``mse``, ``cosine`` and bidirectional retrieval recall (``mean/R@k``, ``e2t/R@k``, ``t2e/R@k``)."""
-    from .metrics import bidirectional_recall, cosine_similarity, mse
+    """``mse``, ``cosine`` and bidirectional retrieval recall (``mean/R@k``, ``e2t/R@k``, ``t2e/R@k``) by the one
+    evaluation rule (``evaluation.scoring``: ``model``'s strategy rule; tokens flattened by default)."""
+    from .scoring import rows, score_rows
 
     if aligned.dim() == 2 and target.dim() == 3:  # pooled model (triple-modal) vs token targets
         target = target.mean(dim=1)
-    a, t = aligned.reshape(aligned.shape[0], -1).float(), target.reshape(target.shape[0], -1).float()
-    out = {"mse": mse(a, t), "cosine": cosine_similarity(a, t)}
-    out.update(bidirectional_recall(a, t, ks=tuple(k for k in ks if k <= a.shape[0]) or (1,),
-                                    positive_groups=positive_groups))
-    return out
+    a, t = rows(model, aligned), rows(model, target)
+    return score_rows(a, t, ks=tuple(k for k in ks if k <= a.shape[0]) or (1,), positive_groups=positive_groups)
 
 
 @dataclass
@@ -273,7 +294,8 @@ def cross_duration_matrix(
             groups = val.metadata_column(positive_key) if positive_key else None
             with torch.no_grad():
                 aligned = align(val.event_features)
-            metrics[train_name][eval_name] = evaluate_alignment(aligned, val.target_features, ks, groups)
+            metrics[train_name][eval_name] = evaluate_alignment(aligned, val.target_features, ks, groups,
+                                                                model=getattr(align, "model", None))
     if metric not in metrics[names[0]][names[0]]:
         raise KeyError(f"metric {metric!r} not computed; available: {sorted(metrics[names[0]][names[0]])}")
     matrix = [[metrics[tr][ev][metric] for ev in names] for tr in names]

@@ -35,19 +35,24 @@ import torch
 from ..utils.io_utils import atomic_write_json
 from .strategy_map_select import crossovers, select_best  # noqa: F401  (part of this module's API)
 
-#: Strategies the map can train on pre-extracted features, in report order.
-STRATEGIES = ("closed_form", "lightweight", "contrastive", "triple_modal")
 
-#: Default hyperparameter grid per strategy (the full product of each strategy's lists is swept).
-#: ``width`` 0 means a linear head, otherwise the hidden/bottleneck width of an MLP head.
-DEFAULT_GRIDS: dict[str, dict[str, list[float]]] = {
-    "closed_form": {"ridge": [0.01, 1.0, 100.0]},
-    "lightweight": {"lr": [1e-3, 3e-3], "width": [256, 1024]},
-    "contrastive": {"lr": [5e-4, 2e-3], "temperature": [0.07, 0.2], "width": [0, 1024]},
-    "triple_modal": {"lr": [5e-4, 2e-3], "temperature": [0.01, 0.07], "width": [1024]},
-}
-PARAMS = {"closed_form": ("ridge",), "lightweight": ("lr", "width"),
-          "contrastive": ("lr", "temperature", "width"), "triple_modal": ("lr", "temperature", "width")}
+def map_grids() -> dict[str, dict[str, list[float]]]:
+    """Default hyperparameter grid per strategy: the closed-form ridge reference, then every strategy of the
+    registry that declares a ``map_grid`` (the full product of each strategy's lists is swept). ``width`` 0
+    means a linear head, otherwise the hidden/bottleneck width of an MLP head."""
+    from ..registry import get_strategy, strategy_names
+
+    grids = {"closed_form": {"ridge": [0.01, 1.0, 100.0]}}
+    for name in strategy_names("features"):
+        if get_strategy(name).map_grid is not None:
+            grids[name] = {k: list(v) for k, v in get_strategy(name).map_grid.items()}
+    return grids
+
+
+#: Default grids, strategies in report order and each one's parameter names (as registered at import).
+DEFAULT_GRIDS: dict[str, dict[str, list[float]]] = map_grids()
+STRATEGIES = tuple(DEFAULT_GRIDS)
+PARAMS = {name: tuple(grid) for name, grid in DEFAULT_GRIDS.items()}
 SPLITS = ("train", "validation", "test")
 
 
@@ -191,76 +196,27 @@ def _labels(ds, key: str) -> list[str] | None:
 
 def fit_run(strategy: str, train, params: Mapping[str, float], settings: TrainSettings,
             text_tower: TextTower | None = None, label_key: str = "scene") -> tuple[Any, dict[str, Any]]:
-    """Train ``strategy`` with ``params`` on ``train``; returns ``(model, info)`` where ``model(x)`` has
-    ``.aligned_features`` and ``info`` holds ``seconds``, ``epochs``, ``notes`` (and ``class_names``)."""
-    ev, tg = train.event_features.float(), train.target_features.float()
-    n, de, dt = ev.shape[0], ev.shape[-1], tg.shape[-1]
+    """Train ``strategy`` with ``params`` on ``train`` (its registry spec's ``map_fit``; ``closed_form``: the
+    float64 ridge reference); returns ``(model, info)`` where ``model(x)`` has ``.aligned_features`` and
+    ``info`` holds ``seconds``, ``epochs``, ``notes`` (and ``class_names``)."""
+    from ..registry import get_strategy, resolve
+
     start = time.perf_counter()
     torch.manual_seed(settings.seed)
-    info: dict[str, Any] = {"epochs": 0, "notes": ""}
-    bs = min(settings.batch_size, n)
-    width = int(params.get("width", 0))
     if strategy == "closed_form":
         from ..lightweight.configuration_lightweight import LightweightAlignmentConfig
-        from ..lightweight.modeling_lightweight import LightweightAlignmentModule
+        from ..lightweight.modeling_lightweight import LightweightAlignmentModel
 
-        model = LightweightAlignmentModule(LightweightAlignmentConfig(event_dim=de, target_dim=dt))
-        model.fit_closed_form(ev, tg, ridge=float(params["ridge"]))
-        info["notes"] = "ridge regression in float64"
-    elif strategy in ("lightweight", "contrastive"):
-        from ..training.trainer import ContrastiveAlignmentTrainer
-
-        if strategy == "lightweight":
-            from ..lightweight.configuration_lightweight import LightweightAlignmentConfig
-            from ..lightweight.modeling_lightweight import LightweightAlignmentModule
-
-            model = LightweightAlignmentModule(LightweightAlignmentConfig(
-                event_dim=de, target_dim=dt, adapter_type="mlp" if width else "linear", hidden_dim=width or 256))
-            info["notes"] = "MSE regression, residual bottleneck MLP" if width else "MSE regression, linear"
-        else:
-            from ..contrastive.configuration_contrastive import ContrastiveAlignmentConfig
-            from ..contrastive.modeling_contrastive import ContrastiveAlignmentModule
-
-            model = ContrastiveAlignmentModule(ContrastiveAlignmentConfig(
-                event_dim=de, target_dim=dt, temperature=float(params["temperature"]),
-                projection_type="mlp" if width else "linear", hidden_dim=width or 1024,
-                token_pooling="flatten" if ev.dim() == 3 else "mean"))
-            info["notes"] = "symmetric InfoNCE, learnable temperature"
-        info["epochs"] = settings.epochs(n)
-        trainer = ContrastiveAlignmentTrainer(model, train, lr=float(params["lr"]), batch_size=bs,
-                                              seed=settings.seed, device="cpu", progress=False)
-        trainer.train(num_epochs=info["epochs"])
-    elif strategy == "triple_modal":
-        from ..triple_modal.configuration_triple_modal import TripleModalAlignmentConfig
-        from ..triple_modal.modeling_triple_modal import TripleModalAlignmentModule
-        from ..triple_modal.training import train_triple_modal
-
-        values = _labels(train, label_key) if text_tower is not None else None
-        names = sorted(set(values)) if values else None
-        dims = dict(event_dim=de, target_dim=dt)
-        if ev.dim() == 3:  # token mode: the image side is the RGB tokens, the text space the text tower's
-            if text_tower is None:
-                raise ValueError("triple_modal on token features needs a text tower (its text space)")
-            dims = dict(event_dim=de, image_token_dim=dt, image_features="tokens",
-                        target_dim=int(text_tower.model.config.projection_dim))
-        config = TripleModalAlignmentConfig(
-            **dims, projection_type="mlp" if width else "linear", hidden_dim=width or 1024,
-            logit_scale=min(100.0, 1.0 / float(params["temperature"])), class_names=names,
-            **({"text_model_id": text_tower.source} if text_tower is not None else {}))
-        model = TripleModalAlignmentModule(config)
-        labels = None
-        if names:
-            model.set_text_tower(text_tower.model, text_tower.tokenizer)
-            labels = torch.tensor([names.index(v) for v in values])
-            info["class_names"] = names
-            info["notes"] = f"event-image + event-text + image-text terms, {len(names)} classes from {label_key!r}"
-        else:
-            info["notes"] = "event-image term only (no text tower or no labels)"
-        info["epochs"] = settings.epochs(n)
-        train_triple_modal(model, ev, tg, labels, names, epochs=info["epochs"], batch_size=bs,
-                           lr=float(params["lr"]), seed=settings.seed)
+        model = LightweightAlignmentModel(LightweightAlignmentConfig(event_dim=train.event_dim,
+                                                                      target_dim=train.target_dim))
+        model.fit_closed_form(train.event_features.float(), train.target_features.float(),
+                              ridge=float(params["ridge"]))
+        info: dict[str, Any] = {"epochs": 0, "notes": "ridge regression in float64"}
     else:
-        raise ValueError(f"unknown strategy {strategy!r}: expected one of {STRATEGIES}")
+        spec = get_strategy(strategy)
+        if spec.map_fit is None:
+            raise ValueError(f"strategy {strategy!r} has no strategy-map fitter: expected one of {list(map_grids())}")
+        model, info = resolve(spec.map_fit)(train, params, settings, {"text_tower": text_tower, "label_key": label_key})
     model.eval()
     info["seconds"] = time.perf_counter() - start
     return model, info
@@ -292,24 +248,21 @@ def chance_r1(ds, pad_us: float = 0.0) -> float:
     return float(same.sum(dim=1).double().mean() / n)
 
 
-def evaluate_split(aligned: torch.Tensor, ds, pad_us: float = 0.0) -> dict[str, float]:
-    """``e2t``/``t2e``/``mean`` R@1/5/10 with positives = same-sequence windows overlapping once widened by
-    ``pad_us`` on each side; ``strict/*/R@1`` with the unwidened windows (for DSEC's non-overlapping windows,
-    the pair itself), ``seq/R@1`` (any window of the same sequence), ``chance/R@1``, cosine, MSE."""
-    from .metrics import bidirectional_recall, cosine_similarity, mse
+def evaluate_split(aligned: torch.Tensor, ds, pad_us: float = 0.0, model=None) -> dict[str, float]:
+    """The one evaluation rule (``evaluation.scoring``; rows by ``model``'s strategy, tokens flattened by
+    default): ``e2t``/``t2e``/``mean`` R@1/5/10 with positives = same-sequence windows overlapping once widened
+    by ``pad_us`` on each side; ``strict/*/R@1`` with the unwidened windows (for DSEC's non-overlapping
+    windows, the pair itself), ``seq/R@1`` (any window of the same sequence), ``chance/R@1``, cosine, MSE."""
+    from .scoring import rows, score_rows
 
-    target = ds.target_features.float().flatten(1)  # tokens: compared as their flattened layout
-    aligned = aligned.flatten(1)
+    target, aligned = rows(model, ds.target_features.float()), rows(model, aligned.float())
     ks = tuple(k for k in (1, 5, 10) if k <= len(ds)) or (1,)
-    out = bidirectional_recall(aligned, target, ks=ks, positive_windows=time_windows(ds, pad_us))
-    strict = bidirectional_recall(aligned, target, ks=(1,), positive_windows=time_windows(ds, 0.0))
-    out.update({f"strict/{k}": v for k, v in strict.items()})
     samples = ds.samples_list()
-    if samples and "sequence" in samples[0]:
-        out["seq/R@1"] = bidirectional_recall(aligned, target, ks=(1,), positive_groups=ds.metadata_column("sequence"))["mean/R@1"]
+    groups = ds.metadata_column("sequence") if samples and "sequence" in samples[0] else None
+    out = score_rows(aligned, target, ks=ks, groups=groups, positive_windows=time_windows(ds, pad_us))
+    strict = score_rows(aligned, target, ks=(1,), positive_windows=time_windows(ds, 0.0))
+    out.update({f"strict/{k}": v for k, v in strict.items() if "/R@" in k})
     out["chance/R@1"] = chance_r1(ds, pad_us)
-    out["cosine"] = cosine_similarity(aligned, target)
-    out["mse"] = mse(aligned, target)
     return out
 
 
@@ -323,7 +276,7 @@ def evaluate_run(model, data: DurationData, info: Mapping[str, Any], label_key: 
     metrics = {}
     for split in ("validation", "test"):
         if split in data.splits:
-            metrics[split] = evaluate_split(_align(model, data.splits[split]), data.splits[split], pad_us)
+            metrics[split] = evaluate_split(_align(model, data.splits[split]), data.splits[split], pad_us, model)
     names = info.get("class_names")
     truth = _labels(data.splits["test"], label_key) if names else None
     if truth:
@@ -364,10 +317,16 @@ def plan_runs(data: Mapping[str, DurationData], sizes: Mapping[str, Sequence[int
                     cfg = {"duration": duration, "strategy": strategy, "pairs": int(pairs), "params": params,
                            "settings": asdict(settings) if strategy != "closed_form" else {"seed": settings.seed},
                            "data": d.fingerprint, "positive_pad_us": pad_us}
-                    if strategy == "triple_modal":
+                    if strategy != "closed_form" and _needs_labels(strategy):
                         cfg["text_tower"] = text_source
                     runs.append(cfg)
     return runs
+
+
+def _needs_labels(strategy: str) -> bool:
+    from ..registry import get_strategy
+
+    return get_strategy(strategy).needs_labels
 
 
 def run_sweep(data: Mapping[str, DurationData], runs: Sequence[dict[str, Any]], cache_dir: str | Path, *,

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from ..utils.errors import InputKeyError, InputTypeError
 from .dsec_format import (
     DSEC_SENSOR_HEIGHT,
     DSEC_SENSOR_WIDTH,
@@ -28,6 +29,7 @@ from .dsec_format import (
     T_OFFSET,
     TIMESTAMPS_FILE,
 )
+from .recording_checks import check_ms_to_idx
 
 __all__ = ["DsecEventReader", "DsecSequence", "EventWindow"]
 
@@ -131,10 +133,10 @@ class DsecEventReader:
     def _validate(self, f) -> dict[str, Any]:
         for name, dtype in EVENT_DTYPES.items():
             if name not in f:
-                raise KeyError(f"{self.path}: missing dataset /{name} (DSEC stores {dtype} there)")
+                raise InputKeyError(f"{self.path}: missing dataset /{name} (DSEC stores {dtype} there)")
             ds = f[name]
             if ds.dtype.kind not in "ui" or ds.ndim != 1:
-                raise TypeError(
+                raise InputTypeError(
                     f"{self.path}: /{name} must be a 1-D integer array ({dtype} in DSEC), "
                     f"got {ds.dtype} with shape {ds.shape}"
                 )
@@ -143,20 +145,21 @@ class DsecEventReader:
             raise ValueError(f"{self.path}: event arrays differ in length: {lengths}")
         for name in (MS_TO_IDX, T_OFFSET):
             if name not in f:
-                raise KeyError(f"{self.path}: missing dataset /{name}")
+                raise InputKeyError(f"{self.path}: missing dataset /{name}")
         ms = f[MS_TO_IDX]
         if ms.dtype.kind not in "ui" or ms.ndim != 1 or ms.shape[0] == 0:
-            raise TypeError(
+            raise InputTypeError(
                 f"{self.path}: /{MS_TO_IDX} must be a non-empty 1-D integer array (uint64), "
                 f"got {ms.dtype} with shape {ms.shape}"
             )
         off = f[T_OFFSET]
         if off.dtype.kind not in "ui" or off.shape not in ((), (1,)):
-            raise TypeError(
+            raise InputTypeError(
                 f"{self.path}: /{T_OFFSET} must be an integer scalar or shape (1,) (int64), "
                 f"got {off.dtype} with shape {off.shape}"
             )
         n = lengths["events/t"]
+        check_ms_to_idx(f, self.path, n)  # a corrupt index would silently empty (or widen) windows
         t = f["events/t"]
         last_t = int(t[n - 1]) if n else -1
         end_raw = max(last_t + 1, (ms.shape[0] - 1) * 1000)

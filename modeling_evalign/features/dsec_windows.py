@@ -14,6 +14,7 @@ handle exists when DataLoader workers fork; each process then opens the files it
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,8 @@ from ..data.windows import (
     usable_span,
     window_bounds,
 )
+
+logger = logging.getLogger(__name__)
 
 
 def _scene_and_label(seq_dir: Path):
@@ -52,9 +55,11 @@ class DsecWindows:
         test_fraction: float = 0.1,
         split_seed: int = 0,
         sensor_size: tuple[int, int] | None = None,
+        keep_empty_windows: bool = False,
     ):
         from ..data.dsec_builder import find_sequences
         from ..events.dsec_reader import DsecEventReader, DsecSequence
+        from ..events.recording_checks import check_sequence_clocks, empty_windows
 
         if split is not None and split not in SPLIT_NAMES:
             raise ValueError(f"split must be one of {SPLIT_NAMES} or None, got {split!r}")
@@ -74,15 +79,22 @@ class DsecWindows:
         self.sequence_dirs = [p for p in seqs if split is None or assignment[p.name] == split]
         if not self.sequence_dirs:
             raise ValueError(f"{data_dir}: split {split!r} has no sequence (splits present: {self.split_names})")
-        rows = []
+        rows, self.empty_windows = [], {}
         for s, seq_dir in enumerate(self.sequence_dirs):
             seq = DsecSequence(seq_dir, self.height, self.width)
-            with seq.events as reader:  # opened for the time range only, closed before any fork
+            with seq.events as reader:  # opened for the time range and the empty check only, closed before any fork
+                check_sequence_clocks(seq, reader.time_range_us)
                 start, end = usable_span(*reader.time_range_us, seq.image_timestamps_us)
-            bounds = window_bounds(start, end, self.window_us)
+                bounds = window_bounds(start, end, self.window_us)
+                empty = np.zeros(len(bounds), bool) if keep_empty_windows else empty_windows(reader, bounds)
+            if empty.any():  # no event: nothing to featurise (the builder skips them the same way)
+                self.empty_windows[seq_dir.name] = int(empty.sum())
+                logger.warning("sequence %s: skipped %d of %d windows with no event (keep_empty_windows=True "
+                               "keeps them)", seq_dir.name, int(empty.sum()), len(bounds))
             frames = nearest_frame_index(seq.image_timestamps_us, bounds[:, 1])
             for k, ((t0, t1), fi) in enumerate(zip(bounds.tolist(), frames.tolist())):
-                rows.append((s, k, t0, t1, fi))
+                if not empty[k]:
+                    rows.append((s, k, t0, t1, fi))
         self._index = np.asarray(rows, dtype=np.int64).reshape(-1, 5)
         self._scenes = [_scene_and_label(p) for p in self.sequence_dirs]
         self._sequences: dict[int, object] = {}  # per process, filled on first read
@@ -115,16 +127,17 @@ class DsecWindows:
         return self._sequence(s).events.read_window(t0, t1)
 
     def __getitem__(self, i: int) -> dict:
-        from PIL import Image
-
+        from ..events.recording_checks import load_rgb
         from ..events.representations import eventgpt_frames
 
         s, k, t0, t1, fi = self._row(i)
         seq = self._sequence(s)
         w = seq.events.read_window(t0, t1)
-        frames = eventgpt_frames(w.x, w.y, w.t, w.p, self.height, self.width, num_frames=self.num_frames)
-        with Image.open(seq.image_path(fi)) as image:
-            rgb = np.asarray(image.convert("RGB"))
+        try:
+            frames = eventgpt_frames(w.x, w.y, w.t, w.p, self.height, self.width, num_frames=self.num_frames)
+        except (ValueError, TypeError) as err:  # x >= width, p = 7, ...: name the file and the window
+            raise ValueError(f"{seq.events.path} (sequence {seq.name}, window {k} [{t0}, {t1}) µs): {err}") from None
+        rgb = load_rgb(seq.image_path(fi), seq.name, fi)
         scene, label = self._scenes[s]
         return {
             "sequence": self.sequence_dirs[s].name,

@@ -278,12 +278,13 @@ def _encode_shards(
         bar.close()
 
 
-def load_clip_vision(repo_or_path: str, revision: str | None = None, dtype: torch.dtype | None = None):
-    """A frozen ``CLIPVisionModel`` in eval mode from a Hub repo id or a local directory."""
-    from transformers import CLIPVisionModel
+def load_clip_vision(repo_or_path: str, revision: str | None = None, dtype: torch.dtype | None = None,
+                     what: str = "CLIP tower"):
+    """A frozen ``CLIPVisionModel`` in eval mode from a Hub repo id or a local directory; anything that is not a
+    complete CLIP vision tower is refused (:func:`modeling_evalign.features.towers.load_clip_vision_tower`)."""
+    from .towers import load_clip_vision_tower
 
-    model = CLIPVisionModel.from_pretrained(repo_or_path, revision=revision, dtype=dtype)
-    return model.eval().requires_grad_(False)
+    return load_clip_vision_tower(repo_or_path, revision=revision, dtype=dtype, what=what)
 
 
 def tiny_clip_vision(seed: int = 0, **config_kwargs):

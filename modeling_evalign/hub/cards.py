@@ -11,19 +11,20 @@ from pathlib import Path
 from typing import Any
 
 from ..utils.io_utils import atomic_write_bytes, atomic_write_text
+from .paths import hub_repo_id, strip_machine_paths
 from .templates import template_path
 
 CARD_TEMPLATE = "model_card.md.jinja"
 TRAINING_CURVE_FILE = "training_curve.png"
 
-_STRATEGY_SUMMARY = {
-    "lightweight": "A small adapter (linear or residual bottleneck MLP) from event features to target features.",
-    "contrastive": "CEIA-style symmetric InfoNCE alignment of event features to a frozen CLIP tower.",
-    "contrastive_image": "CEIA: LoRA (q/v) on a copy of the CLIP vision tower, InfoNCE against the frozen tower.",
-    "triple_modal": "EventBind/E-CLIP-style event-image, event-text and image-text alignment with zero-shot prompts.",
-    "triple_modal_image": "EventBind-style event-image and event-text terms with LoRA (q/v) on the CLIP vision tower.",
-    "reconstruction": "Events -> E2VID/FireNet intensity frames -> frozen CLIP; no training.",
-}
+def _strategy_summary(strategy: str) -> str:
+    """The one-sentence summary the strategy's spec declares (empty for a name the registry does not know)."""
+    from ..registry import get_strategy
+
+    try:
+        return get_strategy(strategy).summary
+    except (KeyError, ValueError):
+        return ""
 
 
 def _metric_type(name: str) -> str:
@@ -76,15 +77,37 @@ def _table_worthy(key: str, value: Any) -> bool:
     return isinstance(value, scalar)
 
 
+def _contract_text(contract: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The input contract with its shapes as ``[batch, 25, 128]`` text for the card."""
+    if not contract:
+        return None
+    out = dict(contract)
+    out["shape_text"] = "[" + ", ".join(["batch", *map(str, contract["shape"][1:])]) + "]"
+    shape = contract.get("output_shape")
+    out["output_shape_text"] = "[" + ", ".join(["batch", *map(str, shape[1:])]) + "]" if shape else "not recorded"
+    return out
+
+
+def _layout_text(space: str | None, contract: Mapping[str, Any] | None) -> str | None:
+    """What the input dimensions mean, in words."""
+    if contract and contract["input"] == "event_pixel_values":
+        return "CLIP-preprocessed event images (RGB, CLIP mean/std) fed to the LoRA copy of the tower"
+    if space and space.startswith("tokens"):
+        n = len(contract["shape"]) if contract else 0
+        return ("patch tokens (EventGPT's spatial tokens: per-patch mean over the 5 event frames, CLS dropped), "
+                "mapped token by token" if n == 3 else space)
+    return space
+
+
 def build_card_data(
     *, model_id: str, strategy: str, metrics: Mapping[str, Any], datasets: Sequence[str], base_model: str | None = None,
-    split: str = "validation",
+    split: str = "validation", extra_tags: Sequence[str] = (), default_dataset: str = "synthetic",
 ):
     """The card's YAML metadata as a ``ModelCardData`` (library, tags, datasets, model-index results)."""
     from huggingface_hub import EvalResult, ModelCardData
 
     groups = _normalise_metrics(metrics)
-    dataset = datasets[0] if datasets else "synthetic"
+    dataset = datasets[0] if datasets else default_dataset
     results = [
         EvalResult(
             task_type=_task_type(name),
@@ -104,9 +127,9 @@ def build_card_data(
     return ModelCardData(
         model_name=model_id.split("/")[-1],
         library_name="transformers",
-        tags=["evalign", "event-camera", strategy, "feature-alignment"],
+        tags=["evalign", "event-camera", strategy, "feature-alignment", *extra_tags],
         datasets=list(datasets) or None,
-        base_model=base_model,
+        base_model=hub_repo_id(base_model),  # a Hub repo id or nothing: never a local directory
         pipeline_tag="feature-extraction",
         license="apache-2.0",
         eval_results=results or None,
@@ -124,6 +147,7 @@ def write_model_card(
     plot_path: str | os.PathLike | None = None,
     base_model: str | None = None,
     split: str = "validation",
+    facts: Mapping[str, Any] | None = None,
 ) -> Path:
     """Render ``hub_cards/model_card.md.jinja`` into ``folder/README.md`` (atomically) and return its path.
 
@@ -137,8 +161,12 @@ def write_model_card(
             dicts or ``{series: [values]}``) is drawn as the training curve when ``plot_path`` is None.
         datasets: Hub dataset ids the model was trained/evaluated on (first one names the results).
         plot_path: an existing training-curve PNG to embed; copied into ``folder`` when outside it.
-        base_model: repo id of the frozen target tower, if any.
+        base_model: repo id of the frozen target tower, if any (a local path is dropped: ``base_model`` is a
+            Hub repo id or absent).
         split: the dataset split the metrics were measured on (model-index ``dataset.split``).
+        facts: what :func:`.card_facts.gather` found (tower, input contract, training data, evaluation); default:
+            ``training_info["card"]`` (recorded by the training run). Its tower's Hub id becomes ``base_model``
+            when none is given.
     """
     from huggingface_hub import ModelCard
 
@@ -149,9 +177,18 @@ def write_model_card(
         raise ValueError(f"write_model_card: model_id={model_id!r} is invalid: expected 'namespace/name'")
     if isinstance(datasets, str):
         datasets = [datasets]
-    training_info = dict(training_info or {})
+    training_info = strip_machine_paths(dict(training_info or {}), folder)
+    facts = dict(facts or training_info.get("card") or {})  # the facts the training run recorded
+    tower = facts.get("tower")
+    data = facts.get("data") or {}
+    recordings = data.get("recordings")
+    synthetic = bool((recordings or {}).get("synthetic"))
+    evaluation = facts.get("evaluation")
     card_data = build_card_data(
-        model_id=model_id, strategy=strategy, metrics=metrics, datasets=datasets, base_model=base_model, split=split
+        model_id=model_id, strategy=strategy, metrics=metrics, datasets=datasets,
+        base_model=base_model or (tower or {}).get("repo_id"), split=(evaluation or {}).get("split", split),
+        extra_tags=["synthetic-data"] if synthetic else [],
+        default_dataset="evalign-synthetic-dsec" if synthetic else "dsec" if recordings else "unspecified",
     )
 
     plot_file = None
@@ -180,18 +217,30 @@ def write_model_card(
     config = {}
     if (folder / "config.json").is_file():
         config = json.loads((folder / "config.json").read_text())
+    contract = _contract_text(facts.get("contract"))
+    proxy = (tower or {}).get("proxy_config")
     card = ModelCard.from_template(
         card_data,
         template_path=str(template_path(CARD_TEMPLATE)),
         model_id=model_id,
         strategy=strategy,
-        strategy_summary=_STRATEGY_SUMMARY.get(strategy, ""),
+        strategy_summary=_strategy_summary(strategy),
         datasets=list(datasets),
         event_dim=config.get("event_dim"),
         metric_header=header,
         metric_rows=rows,
         training_rows=training_rows,
         plot_file=plot_file,
+        synthetic=synthetic,
+        tower=tower,
+        tower_field=facts.get("tower_field"),
+        needs_tower=bool(facts.get("needs_tower")),
+        proxy_config_literal=repr(proxy) if proxy is not None else None,
+        contract=contract,
+        layout=_layout_text(data.get("layout"), contract),
+        extraction=data.get("extraction"),
+        data=strip_machine_paths(data, folder, name_only=True) if data else None,
+        evaluation=evaluation,
     )
     return atomic_write_text(folder / "README.md", str(card))
 

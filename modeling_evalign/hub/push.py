@@ -8,6 +8,29 @@ from pathlib import Path
 DEFAULT_COMMIT_MESSAGE = "Upload evalign checkpoint"
 
 
+class HubOfflineError(ConnectionError, ValueError):
+    """The Hub is in offline mode: a ConnectionError, and a user error (one line, exit 2) on the command line."""
+
+
+def check_push_target(repo_id: str) -> None:
+    """Raise before any work if ``repo_id`` cannot be pushed to: malformed (``ValueError``) or the Hub is in
+    offline mode (``ConnectionError``). Training calls it before the first step, not after the last."""
+    from huggingface_hub import constants
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    if not isinstance(repo_id, str) or repo_id.count("/") != 1 or not all(repo_id.split("/")):
+        raise ValueError(f"push_to_hub: repo_id={repo_id!r} is invalid: expected 'namespace/name'")
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as err:
+        raise ValueError(f"push_to_hub: repo_id={repo_id!r} is invalid: {err}") from None
+    if constants.is_offline_mode():
+        raise HubOfflineError(
+            f"push_to_hub({repo_id!r}): the Hub is in offline mode (HF_HUB_OFFLINE/TRANSFORMERS_OFFLINE is set "
+            "when huggingface_hub was imported); unset it to push."
+        )
+
+
 def push_to_hub(
     folder: str | os.PathLike,
     repo_id: str,
@@ -34,8 +57,7 @@ def push_to_hub(
         raise FileNotFoundError(f"push_to_hub: folder {folder} does not exist or is not a directory")
     if not (folder / "config.json").is_file():
         raise FileNotFoundError(f"push_to_hub: {folder} has no config.json; save the model with save_pretrained first")
-    if not isinstance(repo_id, str) or repo_id.count("/") != 1 or not all(repo_id.split("/")):
-        raise ValueError(f"push_to_hub: repo_id={repo_id!r} is invalid: expected 'namespace/name'")
+    check_push_target(repo_id)
 
     try:  # huggingface_hub 2.x talks through httpx2, 1.x through httpx
         import httpx2 as http_client
@@ -44,11 +66,8 @@ def push_to_hub(
     from huggingface_hub import HfApi, constants
     from huggingface_hub.errors import OfflineModeIsEnabled
 
-    if constants.is_offline_mode():
-        raise ConnectionError(
-            f"push_to_hub({repo_id!r}): the Hub is in offline mode (HF_HUB_OFFLINE/TRANSFORMERS_OFFLINE is set "
-            "when huggingface_hub was imported); unset it to push."
-        )
+    from ..utils.io_utils import MANIFEST_NAME
+
     api = HfApi(token=token)
     try:
         api.create_repo(repo_id, private=private, exist_ok=True)
@@ -59,6 +78,7 @@ def push_to_hub(
             folder_path=folder,
             commit_message=commit_message,
             revision=revision,
+            ignore_patterns=[MANIFEST_NAME],  # evalign's local record of what it wrote, not part of the model
         )
     except OfflineModeIsEnabled as e:
         raise ConnectionError(f"push_to_hub({repo_id!r}): the Hub is in offline mode: {e}") from e

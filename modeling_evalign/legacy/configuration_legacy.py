@@ -12,7 +12,7 @@ LEGACY_SOURCES = ("LightweightAlignmentConfig", "ContrastiveAlignmentConfig")
 
 class LegacyAlignmentConfig(EvalignConfig):
     r"""
-    The event path of the brief's ``LightweightAlignmentModule`` / ``ContrastiveAlignmentModule``, kept
+    The event path of the brief's ``LightweightAlignmentModel`` / ``ContrastiveAlignmentModel``, kept
     layer for layer so their trained weights load unchanged (inference only).
 
     Args:

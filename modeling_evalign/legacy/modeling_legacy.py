@@ -78,7 +78,7 @@ class _Whitening(nn.Module):
         return (x - self.running_mean) @ (u @ torch.diag((s + self.eps).rsqrt()) @ vh)
 
 
-class LegacyAlignmentModule(EvalignPreTrainedModel):
+class LegacyAlignmentModel(EvalignPreTrainedModel):
     """Event features ``[B, event_dim]`` (or ``[B, N, event_dim]``) -> ``[..., target_dim]``, as the legacy module."""
 
     config_class = LegacyAlignmentConfig
@@ -132,4 +132,7 @@ class LegacyAlignmentModule(EvalignPreTrainedModel):
         return AlignmentOutput(loss=mse, aligned_features=aligned, mse_loss=mse)
 
 
-LegacyAlignmentModule.register_for_auto_class("AutoModel")
+LegacyAlignmentModel.register_for_auto_class("AutoModel")
+
+# the product brief's name (transformers style is *Model)
+LegacyAlignmentModule = LegacyAlignmentModel

@@ -18,7 +18,7 @@ from .configuration_lightweight import LightweightAlignmentConfig
 
 @dataclass
 class ClosedFormFit:
-    """Result of :meth:`LightweightAlignmentModule.fit_closed_form` (float64, on CPU).
+    """Result of :meth:`LightweightAlignmentModel.fit_closed_form` (float64, on CPU).
 
     weight: ``[target_dim, event_dim]``; bias: ``[target_dim]``; train_mse: MSE of the fit on its data.
     """
@@ -28,7 +28,7 @@ class ClosedFormFit:
     train_mse: float
 
 
-class LightweightAlignmentModule(EvalignPreTrainedModel):
+class LightweightAlignmentModel(EvalignPreTrainedModel):
     """Event features ``[B, event_dim]`` or tokens ``[B, N, event_dim]`` -> target space ``target_dim``.
 
     Pipeline (each step only when configured): token-grid resampling (``source_grid`` ->
@@ -240,4 +240,7 @@ class LightweightAlignmentModule(EvalignPreTrainedModel):
         return ClosedFormFit(weight=w.T.contiguous(), bias=b, train_mse=mse)
 
 
-LightweightAlignmentModule.register_for_auto_class("AutoModel")
+LightweightAlignmentModel.register_for_auto_class("AutoModel")
+
+# the product brief's name (transformers style is *Model)
+LightweightAlignmentModule = LightweightAlignmentModel

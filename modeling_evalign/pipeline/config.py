@@ -15,8 +15,15 @@ _REPO = Path(__file__).resolve().parents[2]
 DEFAULT_FIRENET = next((p for p in (_REPO / "shared", _REPO.parent / "shared") if (p / "weights").is_dir()),
                        _REPO.parent / "shared") / "weights" / "firenet" / "model.pth"
 
-STRATEGY_ROWS = ("unaligned", "closed_form", "lightweight", "contrastive", "contrastive_image", "triple_modal",
-                 "reconstruction", "rgb_reference")
+# references computed without training, around the trained strategies of the registry (those with a recipe)
+REFERENCE_ROWS = ("unaligned", "closed_form", "reconstruction", "rgb_reference")
+
+
+def strategy_rows() -> tuple[str, ...]:
+    """Every row the main job can compute, in table order."""
+    from ..registry import job_strategies
+
+    return ("unaligned", "closed_form", *job_strategies(), "reconstruction", "rgb_reference")
 
 
 @dataclass
@@ -39,7 +46,7 @@ class PipelineConfig:
     sensor_size: tuple[int, int] = (320, 240)
     image_size: tuple[int, int] = (480, 360)
     durations: list[str] = field(default_factory=lambda: ["1s", "200ms"])
-    strategies: list[str] = field(default_factory=lambda: list(STRATEGY_ROWS))
+    strategies: list[str] = field(default_factory=lambda: list(strategy_rows()))
     clip: str | None = None
     proxy_clip: dict[str, Any] = field(default_factory=dict)
     proxy_cache_dir: str | None = None
@@ -48,7 +55,7 @@ class PipelineConfig:
     lightweight_epochs: int = 5
     batch_size: int = 32
     learning_rate: float = 1e-3
-    # contrastive_image: LoRA (q/v) on a copy of the vision tower, the last EventGPT frame vs RGB frames (tokens)
+    # image-level strategies: LoRA (q/v) on a copy of the vision tower, the last EventGPT frame vs RGB frames
     image_epochs: int = 6
     image_batch_size: int = 32
     image_learning_rate: float = 5e-4
@@ -88,13 +95,22 @@ class PipelineConfig:
             raise ValueError(f"PipelineConfig.downstream_max_windows={self.downstream_max_windows}: expected >= 0")
         if not self.seconds > 0:
             raise ValueError(f"PipelineConfig.seconds={self.seconds}: expected > 0")
-        unknown = [s for s in self.strategies if s not in STRATEGY_ROWS]
+        unknown = [s for s in self.strategies if s not in strategy_rows()]
         if unknown:
-            raise ValueError(f"PipelineConfig.strategies has unknown {unknown}: expected any of {list(STRATEGY_ROWS)}")
+            raise ValueError(f"PipelineConfig.strategies has unknown {unknown}: expected any of {list(strategy_rows())}")
         if not (0 < self.test_fraction < 1 and 0 <= self.val_fraction < 1 and self.val_fraction + self.test_fraction < 1):
             raise ValueError(f"PipelineConfig: val_fraction={self.val_fraction}, test_fraction={self.test_fraction}: "
                              "expected fractions with val + test < 1")
-        self.sensor_size, self.image_size = tuple(self.sensor_size), tuple(self.image_size)
+        from ..utils.checks import check_positive_finite, check_size
+
+        self.sensor_size = check_size("PipelineConfig.sensor_size (--sensor-size)", self.sensor_size)
+        self.image_size = check_size("PipelineConfig.image_size (--image-size)", self.image_size)
+        check_positive_finite("PipelineConfig.learning_rate (--learning-rate)", self.learning_rate)
+        check_positive_finite("PipelineConfig.image_learning_rate", self.image_learning_rate)
+        if self.clip:  # before generating any data: a missing --clip path is named now, not after minutes
+            from ..features.towers import check_tower_reference
+
+            check_tower_reference(self.clip, "--clip")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -133,14 +149,14 @@ def parse_args(argv: list[str] | None = None) -> PipelineConfig:
     p.add_argument("--image-size", type=_size, help="WxH of the RGB frames")
     p.add_argument("--photos", nargs="+", help="scikit-image photographs to animate")
     p.add_argument("--durations", nargs="+")
-    p.add_argument("--strategies", nargs="+", help=f"rows to compute (default: all of {' '.join(STRATEGY_ROWS)})")
+    p.add_argument("--strategies", nargs="+", help=f"rows to compute (default: all of {' '.join(strategy_rows())})")
     p.add_argument("--clip", help="CLIP repo id or path for both towers (default: the proxy CLIP pretrained here)")
     p.add_argument("--proxy-cache-dir", help="cache of the proxy tower (default: $EVALIGN_HOME or ~/.cache/evalign)")
     p.add_argument("--proxy-steps", type=int, help="pretraining steps of the proxy tower")
     p.add_argument("--num-epochs", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--learning-rate", type=float)
-    p.add_argument("--image-epochs", type=int, help="contrastive_image epochs")
+    p.add_argument("--image-epochs", type=int, help="epochs of the image-level strategies")
     p.add_argument("--firenet", help="pretrained FireNet checkpoint (.pth)")
     p.add_argument("--reconstruction-max-steps", type=int, help="cap on FireNet steps per window (0 = no cap)")
     p.add_argument("--num-proc", type=int)

@@ -31,6 +31,7 @@ from typing import Any
 
 import torch
 
+from ..hub.paths import strip_machine_paths
 from ..utils.io_utils import atomic_write_json, atomic_write_text
 
 DSEC_ROOT_ENV = "EVALIGN_DSEC_ROOT"
@@ -77,7 +78,7 @@ class DurationResult:
     strategy: str
     counts: dict[str, int]
     metrics: dict[str, float]
-    output_dir: str
+    output_dir: str  # relative to the job's --output_dir (results.json sits in the checkpoint: no machine path)
     train_time_s: float = 0.0
     cached: bool = False
     notes: list[str] = field(default_factory=list)
@@ -147,40 +148,45 @@ def _check_job(work: Path, fingerprint: dict[str, Any]) -> None:
         atomic_write_json(path, fingerprint)
 
 
-def build_windows(root: Path, duration: str, cache_dir: Path, options: DsecJobOptions) -> dict[str, Any]:
-    """The duration's window datasets per split (cached by HF Datasets)."""
+def window_splits(root: Path, duration: str, cache_dir: Path, *, num_proc: int | None = None, hint: str = "",
+                  **builder_kwargs) -> dict[str, Any]:
+    """Stage 1 of both front-ends (this script and ``python -m modeling_evalign.pipeline``): the duration's
+    window datasets per split, cached by HF Datasets; ``builder_kwargs`` go to ``DsecAlignmentBuilder``
+    (split fractions, seed, scene stratification, representations). EmptySplitError when no train or test
+    split is left (``hint``: the settings that chose the split, for the message)."""
     from ..data.dsec_builder import DsecAlignmentBuilder
 
     builder = DsecAlignmentBuilder(config_name=duration, data_dir=str(root), cache_dir=str(cache_dir),
-                                   val_fraction=options.split_val_fraction, test_fraction=options.split_test_fraction,
-                                   split_seed=options.split_seed)
-    builder.download_and_prepare(num_proc=options.num_proc)
+                                   **builder_kwargs)
+    builder.download_and_prepare(num_proc=num_proc)
     counts = {str(s): builder.info.splits[s].num_examples for s in builder.info.splits}
     # a split of sequences shorter than one window holds no example (and as_dataset refuses it)
     splits = {s: builder.as_dataset(split=s) for s, n in counts.items() if n}
     if "train" not in splits or "test" not in splits:
         raise EmptySplitError(
             f"[{duration}] the split by sequence left no {'train' if 'train' not in splits else 'test'} split "
-            f"({counts} windows; split_test_fraction={options.split_test_fraction}, split_val_fraction="
-            f"{options.split_val_fraction}): the tree under {root} needs at least 3 sequences longer than {duration}"
+            f"({counts} windows{'; ' + hint if hint else ''}): the tree under {root} needs at least 3 sequences "
+            f"longer than {duration}"
         )
     return splits
 
 
-def evaluate_model(model, test) -> dict[str, float]:
-    """Held-out metrics of ``model`` on an AlignmentDataset: R@1/5/10 both directions (the window itself is the
-    only positive), ``seq/R@1`` (any window of the same sequence counts), cosine and MSE (as the demo)."""
-    from .report import evaluate_features
+def build_windows(root: Path, duration: str, cache_dir: Path, options: DsecJobOptions) -> dict[str, Any]:
+    """The brief's windows: :func:`window_splits` with the ``--split_*`` options."""
+    return window_splits(root, duration, cache_dir, num_proc=options.num_proc,
+                         hint=f"split_test_fraction={options.split_test_fraction}, split_val_fraction="
+                              f"{options.split_val_fraction}",
+                         val_fraction=options.split_val_fraction, test_fraction=options.split_test_fraction,
+                         split_seed=options.split_seed)
 
-    model.eval()
-    with torch.inference_mode():
-        aligned = model(event_features=test.event_features.float()).aligned_features.float()
-    target = test.target_features.float()
-    if aligned.dim() == 3:  # token level: retrieval on the token means
-        aligned, target = aligned.mean(1), target.mean(1)
-    metrics = evaluate_features(aligned, target, test.metadata_column("sequence"))
-    metrics.pop("n_test")  # the split counts are reported beside the metrics (window_counts)
-    return metrics
+
+def evaluate_model(model, test) -> dict[str, float]:
+    """Held-out metrics of ``model`` on an AlignmentDataset by the strategy's evaluation rule (the main job's:
+    ``evaluation.scoring``): R@1/5/10 both directions (the window itself is the only positive), ``seq/R@1``
+    (any window of the same sequence counts), cosine and MSE."""
+    from ..evaluation.scoring import score_model
+
+    return score_model(model, test, groups_key="sequence")
 
 
 def _publish(final: Path, dest: Path) -> None:
@@ -196,13 +202,18 @@ def _publish(final: Path, dest: Path) -> None:
         os.replace(tmp, dest / item.name)
 
 
+def _synthetic(info: dict[str, Any]) -> bool:
+    """The recordings were evalign's synthetic ones (as the training run recorded them for the card)."""
+    return bool((((info.get("card") or {}).get("data") or {}).get("recordings") or {}).get("synthetic"))
+
+
 def _card(dest: Path, config, duration: str, metrics: dict[str, float], info: dict[str, Any], base_model) -> None:
     try:
         from ..hub.cards import write_model_card
 
         write_model_card(dest, model_id=config.hub_model_id or f"evalign/{config.strategy}-dsec-{duration}",
                          strategy=config.strategy, metrics={duration: metrics}, training_info=info,
-                         datasets=["dsec"], base_model=base_model, split="test")
+                         datasets=[] if _synthetic(info) else ["dsec"], base_model=base_model, split="test")
     except ImportError as exc:  # plotting extras missing: the card is optional, the checkpoint is not
         _log(f"    model card skipped: {exc}")
 
@@ -264,25 +275,31 @@ def run_duration(config, options: DsecJobOptions, root: Path, duration: str, enc
     info = json.loads((dest / TRAINING_INFO_NAME).read_text())
     info.update(test_metrics=metrics, window_counts=counts, job=fingerprint["job"], notes=notes,
                 retrieval_positives="strict: the window itself (R@K); seq/R@1: any window of the same sequence")
+    if isinstance(info.get("card"), dict):  # the card reports these test metrics: its split, n and chance
+        from ..hub.card_facts import eval_facts
+
+        info["card"]["evaluation"] = eval_facts(metrics, counts["test"], "test", info["retrieval_positives"])
+    info = strip_machine_paths(info, dest)
     atomic_write_json(dest / TRAINING_INFO_NAME, info)
     tower = options.target_model or options.event_model
     base_model = None if tower in ("tiny", "proxy") else tower
     _card(dest, config, duration, metrics, info, base_model)
-    result = DurationResult(duration, config.strategy, counts, metrics, str(dest),
+    result = DurationResult(duration, config.strategy, counts, metrics, dest.name,
                             round(time.perf_counter() - started, 1), notes=notes)
     atomic_write_json(dest / RESULTS_FILE, dataclasses.asdict(result))  # last: marks the duration finished
     return result
 
 
-def format_table(results: list[DurationResult]) -> str:
-    """Markdown table, one row per duration: window counts, held-out metrics (recalls in percent)."""
-    head = "| duration | strategy | train | val | test | " + " | ".join(METRIC_COLUMNS) + " |"
-    lines = [head, "|" + "---|" * (len(METRIC_COLUMNS) + 5)]
-    for r in results:
-        cells = [f"{100 * r.metrics[c]:.1f}" if "R@" in c else f"{r.metrics[c]:.4f}" for c in METRIC_COLUMNS]
-        counts = [str(r.counts.get(s, 0)) for s in ("train", "validation", "test")]
-        lines.append(f"| {r.duration} | {r.strategy} | " + " | ".join(counts + cells) + " |")
-    return "\n".join(lines)
+def results_table(results: list[DurationResult]) -> str:
+    """The brief's results as rows of the one table formatter (``report.format_table``), one row per duration:
+    window counts, held-out metrics (recalls in percent), notes."""
+    from .report import StrategyRow, format_table
+
+    counts = ("train", "val", "test")
+    rows = [StrategyRow(r.duration, r.strategy, {**r.metrics, **{c: int(r.counts.get({"val": "validation"}.get(c, c), 0))
+                                                                  for c in counts}}, "; ".join(r.notes))
+            for r in results]
+    return format_table(rows, counts + METRIC_COLUMNS)
 
 
 def run_job(config, options: DsecJobOptions) -> list[DurationResult]:
@@ -302,11 +319,11 @@ def run_job(config, options: DsecJobOptions) -> list[DurationResult]:
                 raise
             skipped[duration] = str(err)
             _log(f"[{duration}] skipped: {err}")
-    table = format_table(results) + "".join(f"\n\nskipped {d}: {why}" for d, why in skipped.items())
+    table = results_table(results) + "".join(f"\n\nskipped {d}: {why}" for d, why in skipped.items())
     out = Path(config.output_dir)
     print(table, flush=True)
     atomic_write_text(out / "results.md", table + "\n")
     atomic_write_json(out / "results.json", {"elapsed_s": round(time.perf_counter() - started, 1), "skipped": skipped,
                                              "results": [dataclasses.asdict(r) for r in results]})
-    _log(f"done in {time.perf_counter() - started:.0f} s: {', '.join(r.output_dir for r in results)}")
+    _log(f"done in {time.perf_counter() - started:.0f} s: {', '.join(str(out / r.output_dir) for r in results)}")
     return results

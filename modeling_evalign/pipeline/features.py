@@ -45,17 +45,9 @@ def tower_path(cfg: PipelineConfig) -> str:
 def load_vision_tower(name_or_path: str, with_projection: bool = True):
     """Frozen ``CLIPVisionModelWithProjection`` (or plain ``CLIPVisionModel``) from a repo id or directory (a
     full CLIP checkpoint's text weights are expected to be unused: no load report about them)."""
-    from transformers import CLIPVisionModel, CLIPVisionModelWithProjection
-    from transformers.utils import logging as hf_logging
+    from ..features.towers import load_clip_vision_tower
 
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    try:
-        cls = CLIPVisionModelWithProjection if with_projection else CLIPVisionModel
-        model = cls.from_pretrained(name_or_path)
-    finally:
-        hf_logging.set_verbosity(verbosity)
-    return model.eval().requires_grad_(False)
+    return load_clip_vision_tower(name_or_path, with_projection=with_projection, what="--clip")
 
 
 TOKEN_LAYER = -2  # penultimate, as EventGPT's and Video-LLaVA's towers
@@ -88,19 +80,19 @@ def embed_images(tower, images) -> torch.Tensor:
 
 
 def build_splits(cfg: PipelineConfig, tree: Path, duration: str, cache_dir: Path, representations=None) -> dict:
-    from ..data.dsec_builder import DsecAlignmentBuilder
+    """The demo's windows: the brief's script's stage 1 (``dsec_alignment.window_splits``), stratified by scene."""
+    from .dsec_alignment import window_splits
 
-    builder = DsecAlignmentBuilder(
-        config_name=duration, data_dir=str(tree), cache_dir=str(cache_dir), val_fraction=cfg.val_fraction,
-        test_fraction=cfg.test_fraction, stratify_by_scene=True, representations=tuple(representations or EVENT_REPRESENTATIONS),
-    )
-    builder.download_and_prepare(num_proc=cfg.num_proc if cfg.num_proc > 1 else None)
-    return {split: builder.as_dataset(split=split) for split in builder.info.splits}
+    return window_splits(tree, duration, cache_dir, num_proc=cfg.num_proc if cfg.num_proc > 1 else None,
+                         hint=f"val_fraction={cfg.val_fraction}, test_fraction={cfg.test_fraction}",
+                         val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction, stratify_by_scene=True,
+                         representations=tuple(representations or EVENT_REPRESENTATIONS))
 
 
-def extract_splits(splits: dict, out: Path, tower) -> tuple[dict[str, Path], dict[str, Path]]:
+def extract_splits(splits: dict, out: Path, tower, provenance: dict | None = None) -> tuple[dict[str, Path], dict[str, Path]]:
     """Per split: raw tokens (resumable, ``out/raw/<split>``), then the token-space directory ``out/<split>``
-    and the embedding-space directory ``out/embed/<split>``; returns both dicts of directories."""
+    and the embedding-space directory ``out/embed/<split>``; returns both dicts of directories. ``provenance``
+    (the tower and recordings the features came from) is kept in each directory's metadata for model cards."""
     import numpy as np
 
     from ..data.alignment_dataset import AlignmentDataset
@@ -117,7 +109,8 @@ def extract_splits(splits: dict, out: Path, tower) -> tuple[dict[str, Path], dic
         data = AlignmentDataset.from_directory(raw)
         num_patches = data.target_features.shape[1]
         events = event_patch_tokens(data.event_features, num_patches)
-        meta = {"samples": data.samples_list(), "extraction": data.metadata.get("extraction")}
+        meta = {"samples": data.samples_list(), "extraction": data.metadata.get("extraction"),
+                "provenance": provenance or {}}
         AlignmentDataset(events, data.target_features.float(), {**meta, "space": TOKEN_SPACE}
                          ).save_to_directory(dirs[split])
         rgb = ds.select_columns(["rgb"])

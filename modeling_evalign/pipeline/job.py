@@ -9,13 +9,17 @@ Stages, each resumable (a finished stage's output is reused, an interrupted one 
    scene, so every photograph has a training sequence and the held-out ones are new paths (``features``);
 3. features: EventGPT-style event frames and RGB targets through the same frozen tower: patch tokens
    ``[N, P, D]`` (the token space) and the RGB frames' ``image_embeds`` (the embedding space) (``features``);
-4. strategies (``strategies``): ``lightweight``, ``contrastive``, ``triple_modal`` (token mode: event-image
-   term on patch tokens, text terms through a text head) on features and ``contrastive_image`` (LoRA on the
-   vision tower, patch tokens) through the Accelerate loop, on the train split;
+4. strategies (``strategies``): every strategy of the registry with a main-job recipe, through the Accelerate
+   loop on the train split: ``lightweight``, ``contrastive``, ``triple_modal`` (token mode: event-image term on
+   patch tokens, text terms through a text head) on features, then the image-level ones (LoRA on the vision
+   tower, patch tokens); each feature-level checkpoint's ``training_info.json`` gets its ``test_metrics``;
 5. evaluation on the held-out test sequences (``report``), beside the references: ``unaligned`` (event
    features as they are), ``closed_form`` (ridge, float64), ``reconstruction`` (FireNet frames -> the same
    tower: zero paired data) and ``rgb_reference`` (the RGB frame nearest the window's start as the query: the
    ceiling event features chase).
+
+Then ``figures``: ``summary.png`` (mean R@1 per strategy and duration against chance and unaligned) and one
+``samples_<duration>.png`` per duration, their data beside them, linked from ``results.md``.
 
 Retrieval is strict: a query's only positive is its own window (index-matched), although neighbouring windows
 of one sequence look alike; ``seq/R@1`` counts any window of the same sequence as a hit.
@@ -29,11 +33,19 @@ from pathlib import Path
 
 import torch
 
+from ..registry import get_strategy, job_strategies
 from ..utils.io_utils import atomic_write_json, atomic_write_text
 from . import strategies as st
 from .config import PipelineConfig, parse_args
 from .features import build_splits, extract_splits, load_vision_tower, log, rgb_start_features, tower_path
-from .report import COLUMNS, StrategyRow, chance_line, evaluate_features, format_table
+from .report import (
+    COLUMNS,
+    StrategyRow,
+    chance_line,
+    evaluate_features,
+    format_table,
+    write_checkpoint_metrics,
+)
 
 __all__ = ["COLUMNS", "PipelineConfig", "StrategyRow", "format_table", "main", "run_pipeline"]
 
@@ -50,7 +62,11 @@ def _duration_rows(cfg: PipelineConfig, duration: str, tree: Path, out: Path, to
     if "test" not in splits or "train" not in splits:
         raise ValueError(f"[{duration}] the split rule left no train or test sequence: {counts}")
     log(f"3/5 [{duration}] extracting features ({time.perf_counter() - started:.0f} s)")
-    dirs, embed_dirs = extract_splits(splits, out / "features" / duration, vision)
+    from ..hub.card_facts import describe_dsec_tree
+
+    provenance = {"tower": tower, "revision": None if os.path.isdir(tower) else "main", "duration": duration,
+                  "data": describe_dsec_tree(tree)}
+    dirs, embed_dirs = extract_splits(splits, out / "features" / duration, vision, provenance)
     train = AlignmentDataset.from_directory(dirs["train"])
     test = AlignmentDataset.from_directory(dirs["test"])
     groups = test.metadata_column("sequence")
@@ -68,9 +84,26 @@ def _duration_rows(cfg: PipelineConfig, duration: str, tree: Path, out: Path, to
     if "closed_form" in want:
         add("closed_form", st.aligned(st.closed_form(cfg, train), ev), f"ridge {cfg.ridge:g}")
     runs = out / "runs" / duration
-    for strategy in ("lightweight", "contrastive"):
-        if strategy in want:
-            add(strategy, st.aligned(st.train_feature_strategy(cfg, strategy, dirs, runs / strategy, tower), ev))
+    for strategy in job_strategies():  # every strategy of the registry with a main-job recipe
+        if strategy not in want:
+            continue
+        spec = get_strategy(strategy)
+        if spec.data_kind == "images":
+            log(f"    {strategy}: LoRA on the vision tower ({time.perf_counter() - started:.0f} s)")
+            add(strategy, st.train_image_strategy(cfg, strategy, splits, runs / strategy, tower, vision, tree,
+                                                  duration), "LoRA q/v, last EventGPT frame, patch tokens")
+            continue
+        with st.quiet_loading():
+            model = st.train_feature_strategy(cfg, strategy, dirs, runs / strategy, tower)
+            zero_shot = st.zero_shot_accuracy(model, test) if getattr(model.config, "class_names", None) else None
+        rows.append(StrategyRow(duration, strategy, evaluate_features(st.aligned(model, ev),
+                                                                      st.targets(model, test.target_features),
+                                                                      groups)))
+        if zero_shot is not None:
+            acc, chance = zero_shot
+            rows[-1].note = f"patch tokens; zero-shot acc {100 * acc:.1f}% (chance {100 * chance:.1f}%)"
+            rows[-1].metrics.update({"zero_shot/accuracy": acc, "zero_shot/chance": chance})
+        write_checkpoint_metrics(runs / strategy / "final", rows[-1].metrics)
     # the embedding-space reference: RGB image_embeds targets (the space of the tower's text prompts)
     embed_test = AlignmentDataset.from_directory(embed_dirs["test"])
     embed_tg = embed_test.target_features.float()
@@ -78,18 +111,6 @@ def _duration_rows(cfg: PipelineConfig, duration: str, tree: Path, out: Path, to
     def add_embed(strategy: str, queries: torch.Tensor, note: str) -> None:
         rows.append(StrategyRow(duration, strategy, evaluate_features(queries, embed_tg, groups), note))
 
-    if "triple_modal" in want:  # token mode: event-image term on patch tokens, text terms through a text head
-        with st.quiet_loading():
-            model = st.train_feature_strategy(cfg, "triple_modal", dirs, runs / "triple_modal", tower)
-            acc, chance = st.zero_shot_accuracy(model, test)
-        add("triple_modal", st.aligned(model, ev), f"patch tokens; zero-shot acc {100 * acc:.1f}% "
-                                                   f"(chance {100 * chance:.1f}%)")
-        rows[-1].metrics.update({"zero_shot/accuracy": acc, "zero_shot/chance": chance})
-    if "contrastive_image" in want:
-        log(f"    contrastive_image: LoRA on the vision tower ({time.perf_counter() - started:.0f} s)")
-        add("contrastive_image", st.train_contrastive_image(cfg, splits, runs / "contrastive_image", tower,
-                                                            vision, tree, duration),
-            "LoRA q/v, last EventGPT frame, patch tokens")
     log(f"5/5 [{duration}] zero-paired-data references ({time.perf_counter() - started:.0f} s)")
     if "reconstruction" in want and st.have_firenet(cfg):
         add("reconstruction", st.reconstruction_features(cfg, tree, test, tower, vision), "FireNet")
@@ -167,6 +188,9 @@ def run_pipeline(cfg: PipelineConfig) -> list[StrategyRow]:
     atomic_write_json(out / "results.json", {"config": cfg.to_dict(), "tower": tower, "elapsed_s": elapsed,
                                              "cpu": cpu, "rows": [r.__dict__ for r in rows],
                                              **(downstream.results() if downstream is not None else {})})
+    from .figures import write_figures
+
+    write_figures(cfg, out, tower)  # summary.png at the top of the output, samples per duration, in results.md
     return rows
 
 

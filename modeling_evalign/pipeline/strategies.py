@@ -12,24 +12,35 @@ from pathlib import Path
 
 import torch
 
+from ..contrastive.strategy import train_contrastive_image  # noqa: F401  (the seam other stages call)
 from .config import PipelineConfig
 from .features import log
 
 
 def aligned(model, features: torch.Tensor) -> torch.Tensor:
-    """Aligned features ``[N, dim]``; token outputs ``[N, P, D]`` flattened to ``[N, P * D]`` for retrieval."""
+    """Aligned features as retrieval rows by the model's strategy rule (token outputs ``[N, P, D]`` flattened to
+    ``[N, P * D]`` by default; see ``evaluation.scoring``)."""
+    from ..evaluation.scoring import rows
+
     model.eval()
     with torch.inference_mode():
-        return model(event_features=features).aligned_features.float().flatten(1)
+        return rows(model, model(event_features=features).aligned_features.float())
+
+
+def targets(model, features: torch.Tensor) -> torch.Tensor:
+    """The targets as retrieval rows by the same rule (the gallery ``aligned`` is compared with)."""
+    from ..evaluation.scoring import rows
+
+    return rows(model, features.float())
 
 
 def closed_form(cfg: PipelineConfig, train) -> torch.nn.Module:
     """Ridge regression (float64, centred) from event to target features, token by token (one map for every
     patch): the instant baseline."""
     from ..lightweight.configuration_lightweight import LightweightAlignmentConfig
-    from ..lightweight.modeling_lightweight import LightweightAlignmentModule
+    from ..lightweight.modeling_lightweight import LightweightAlignmentModel
 
-    model = LightweightAlignmentModule(
+    model = LightweightAlignmentModel(
         LightweightAlignmentConfig(event_dim=train.event_dim, target_dim=train.target_dim, adapter_type="linear")
     )
     model.fit_closed_form(train.event_features, train.target_features, ridge=cfg.ridge)
@@ -46,35 +57,41 @@ def _base_config(cfg: PipelineConfig, strategy: str, out: Path, n_train: int, **
                        cpu=True, **kw)
 
 
+def recipe(cfg: PipelineConfig, strategy: str, tower: str) -> dict:
+    """The strategy's training defaults in the main job (its spec's ``recipe``), as TrainConfig fields."""
+    from ..registry import get_strategy
+
+    spec = get_strategy(strategy)
+    extra = dict(spec.recipe(cfg, tower) if callable(spec.recipe) else spec.recipe)
+    model_config = extra.pop("model_config", {})
+    if isinstance(model_config, dict):
+        model_config = [f"{k}={json.dumps(v)}" for k, v in model_config.items()]
+    if spec.needs_labels:
+        extra.setdefault("label_key", "label")
+    return {**extra, "model_config": list(model_config)}
+
+
 def train_feature_strategy(cfg: PipelineConfig, strategy: str, dirs: dict[str, Path], out: Path, tower: str):
-    """lightweight (warm-started from the ridge solution), contrastive (InfoNCE head) or triple_modal
-    (event-image + event-text + image-text terms; class prompts from the tower's own text encoder), all token by
-    token on the token-space directories ``dirs``."""
+    """Any feature-level strategy of the registry with its recipe (lightweight: warm-started at the ridge
+    solution; contrastive: a per-token InfoNCE head; triple_modal: token mode, class prompts from the tower's own
+    text encoder), token by token on the token-space directories ``dirs``."""
     from transformers import AutoModel
 
     from ..data.alignment_dataset import AlignmentDataset
+    from ..hub.paths import point_tower_at
     from ..training.loop import run
 
     final = out / "final"
     if not (final / "config.json").is_file():
         n_train = len(AlignmentDataset.from_directory(dirs["train"]))
-        extra: dict = {}
-        if strategy == "lightweight":  # warm-started at the ridge solution: a few epochs refine it
-            extra = dict(closed_form_init=cfg.ridge, model_config=["adapter_type=\"linear\""],
-                         num_epochs=cfg.lightweight_epochs)
-        elif strategy == "contrastive":  # a per-token head; InfoNCE over the flattened token layout
-            extra = dict(model_config=["projection_type=\"mlp\"", "hidden_dim=512", "token_pooling=\"flatten\""])
-        elif strategy == "triple_modal":
-            # prompts in the words the tower was trained on (the proxy's captions say "a photo of the ...")
-            prompts = [] if cfg.clip else ["image_prompt_template=\"a photo of the {}\""]
-            # token mode: the event-image term on the patch tokens (a per-token head), text through a text head
-            tokens = ["image_features=\"tokens\"", "hidden_dim=512"]
-            extra = dict(clip_model=tower, text_model=tower, label_key="label", model_config=prompts + tokens)
         config = _base_config(cfg, strategy, out, n_train,
                               train_dir=str(dirs["train"]),
-                              val_dir=str(dirs["validation"]) if "validation" in dirs else None, **extra)
+                              val_dir=str(dirs["validation"]) if "validation" in dirs else None,
+                              **recipe(cfg, strategy, tower))
         run(config)
-    return AutoModel.from_pretrained(final)
+    model = AutoModel.from_pretrained(final)
+    point_tower_at(model.config, tower)  # config.json names a local tower only: re-attach this run's directory
+    return model
 
 
 class quiet_loading:
@@ -105,14 +122,15 @@ def zero_shot_accuracy(model, test) -> tuple[float, float]:
     return acc, 1.0 / len(names)
 
 
-def train_contrastive_image(cfg: PipelineConfig, splits: dict, out: Path, tower: str, vision, tree: Path,
-                            duration: str) -> torch.Tensor:
-    """CEIA: LoRA (q/v of every block) on a copy of the vision tower, the last EventGPT frame of each window vs
-    the frozen tower's RGB frames, compared in the token space (``features="patch_tokens"``: penultimate-layer patch tokens, the loss
-    over their flattened layout); returns the test windows' event tokens flattened ``[N, P * D]``."""
+def train_image_strategy(cfg: PipelineConfig, strategy: str, splits: dict, out: Path, tower: str, vision,
+                         tree: Path, duration: str) -> torch.Tensor:
+    """An image-level strategy of the registry (contrastive_image: CEIA's LoRA on q/v of every block of a copy of
+    the vision tower) with its recipe, the last EventGPT frame of each window vs the frozen tower's RGB frames;
+    returns the test windows' aligned features as retrieval rows (its rule: patch tokens flattened)."""
+    from ..evaluation.scoring import rows
+    from ..registry import get_strategy
     from ..training.data import ImagePairDataset, TrainData
     from ..training.loop import train
-    from .features import TOKEN_LAYER
 
     size = vision.config.image_size
     # the window's last EventGPT frame (its final fifth of events, nearest the target frame in time): with the
@@ -120,26 +138,21 @@ def train_contrastive_image(cfg: PipelineConfig, splits: dict, out: Path, tower:
     pairs = {s: ImagePairDataset(splits[s].select_columns(["eventgpt_frames", "rgb"]), "eventgpt_frames", "rgb", size)
              for s in splits}
     final = out / "final"
-    model = None
     if not (final / "config.json").is_file():
         # the data is given directly (the job's own splits); dsec_data_dir only records where it came from
-        config = _base_config(cfg, "contrastive_image", out, len(pairs["train"]), clip_model=tower,
-                              dsec_data_dir=str(tree), durations=[duration],
-                              num_epochs=cfg.image_epochs, batch_size=cfg.image_batch_size,
-                              learning_rate=cfg.image_learning_rate,
-                              model_config=["features=\"patch_tokens\"", f"token_layer={TOKEN_LAYER}"])
-        data = TrainData(pairs["train"], pairs.get("validation"), {"type": "pipeline", "duration": duration})
+        extra = recipe(cfg, strategy, tower)
+        config = _base_config(cfg, strategy, out, len(pairs["train"]), clip_model=tower,
+                              dsec_data_dir=str(tree), durations=[duration], **extra)
+        data = TrainData(pairs["train"], pairs.get("validation"), {"type": "pipeline", "duration": duration, "data_dir": str(tree)})
         train(config, None, data=data, clip_model=_copy(vision))
-    from ..contrastive.modeling_contrastive_image import ContrastiveImageAlignmentModel
-
-    model = ContrastiveImageAlignmentModel.from_pretrained(final, clip_model=_copy(vision))
+    model = get_strategy(strategy).get_model_class().from_pretrained(final, clip_model=_copy(vision))
     model.eval()
     feats = []
     with torch.inference_mode():
         test = pairs["test"]
         for i in range(0, len(test), 32):
             batch = torch.stack([test[j]["event_pixel_values"] for j in range(i, min(len(test), i + 32))])
-            feats.append(model(event_pixel_values=batch).aligned_features.float().flatten(1))
+            feats.append(rows(model, model(event_pixel_values=batch).aligned_features.float()))
     return torch.cat(feats)
 
 
@@ -152,11 +165,11 @@ def _copy(vision):
 def reconstruction_features(cfg: PipelineConfig, tree: Path, test, tower: str, vision) -> torch.Tensor:
     """FireNet frames of every test window (state carried along each sequence) -> the same tower and head."""
     from ..events.dsec_reader import DsecEventReader
-    from ..reconstruction.modeling_reconstruction import ReconstructionAlignmentModule, encode_windows
+    from ..reconstruction.modeling_reconstruction import ReconstructionAlignmentModel, encode_windows
     from .features import TOKEN_LAYER, load_vision_tower
 
-    model = ReconstructionAlignmentModule.from_reconstruction_checkpoint(
-        cfg.firenet, clip_model_name_or_path=cfg.clip,
+    model = ReconstructionAlignmentModel.from_reconstruction_checkpoint(
+        cfg.firenet, clip_model_id=cfg.clip,
         clip_config=None if cfg.clip else json.loads(vision.config.to_json_string()),
         feature_layer=TOKEN_LAYER, max_steps_per_window=cfg.reconstruction_max_steps,
     )

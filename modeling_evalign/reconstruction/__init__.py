@@ -16,6 +16,7 @@ _LAZY = {
     "load_original_checkpoint": "checkpoint",
     "convert_original_checkpoint": "checkpoint",
     "ReconstructionAlignmentConfig": "configuration_reconstruction",
+    "ReconstructionAlignmentModel": "modeling_reconstruction",
     "ReconstructionAlignmentModule": "modeling_reconstruction",
     "encode_windows": "modeling_reconstruction",
     "clip_preprocess_tensor": "modeling_evalign.features.clip_preprocessing",

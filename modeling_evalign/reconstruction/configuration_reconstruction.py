@@ -16,7 +16,8 @@ class ReconstructionAlignmentConfig(EvalignConfig):
 
     reconstruction_config: the reconstruction net's config as a dict with ``model_type``
         "evalign_firenet" (default) or "evalign_e2vid"; its weights live in this checkpoint.
-    clip_model_name_or_path / clip_revision: the frozen CLIP vision tower (Hub id or local path),
+    clip_model_id / clip_revision: the frozen CLIP vision tower (Hub id or local path; old name, still
+        accepted: ``clip_model_name_or_path``),
         loaded with ``CLIPVisionModel.from_pretrained`` on first use and never saved in the checkpoint.
     clip_config: TEST/DEMO ONLY: a ``CLIPVisionConfig`` (or ``CLIPConfig``) dict; the tower is then
         built with random weights from ``clip_init_seed`` instead of being downloaded.
@@ -33,9 +34,10 @@ class ReconstructionAlignmentConfig(EvalignConfig):
     """
 
     model_type = "evalign_reconstruction"
+    attribute_map = {"clip_model_name_or_path": "clip_model_id"}
 
     reconstruction_config: dict[str, Any] | None = None
-    clip_model_name_or_path: str | None = "openai/clip-vit-large-patch14-336"
+    clip_model_id: str | None = "openai/clip-vit-large-patch14-336"
     clip_revision: str | None = None
     clip_config: dict[str, Any] | None = None
     clip_init_seed: int = 0
@@ -49,6 +51,7 @@ class ReconstructionAlignmentConfig(EvalignConfig):
     target_dim: int | None = None
 
     def __post_init__(self, **kwargs):
+        self._take_renamed(kwargs)
         if self.reconstruction_config is None:
             self.reconstruction_config = {"model_type": "evalign_firenet"}
         if hasattr(self.reconstruction_config, "to_dict"):
@@ -59,8 +62,8 @@ class ReconstructionAlignmentConfig(EvalignConfig):
         sub = self.reconstruction_sub_config()
         self._check(self.event_dim in (None, sub.num_bins), "event_dim", f"the net's num_bins ({sub.num_bins})")
         self.event_dim = sub.num_bins
-        self._check(self.clip_model_name_or_path is not None or self.clip_config is not None,
-                    "clip_model_name_or_path", "a Hub id / path, or clip_config (test only)")
+        self._check(self.clip_model_id is not None or self.clip_config is not None,
+                    "clip_model_id", "a Hub id / path, or clip_config (test only)")
         if self.clip_config is not None:
             vision = self.clip_vision_config()
             self._check(self.target_dim in (None, vision.hidden_size), "target_dim",

@@ -52,7 +52,7 @@ def _window_events(window: Any) -> tuple[Any, Any, Any, Any]:
         ) from None
 
 
-class ReconstructionAlignmentModule(EvalignPreTrainedModel):
+class ReconstructionAlignmentModel(EvalignPreTrainedModel):
     """Events -> reconstructed frames -> frozen CLIP features (see :class:`ReconstructionAlignmentConfig`).
 
     Tensor interface: ``forward(voxel, prev_states=None, target_features=None)`` with ``voxel``
@@ -102,9 +102,12 @@ class ReconstructionAlignmentModule(EvalignPreTrainedModel):
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(self.config.clip_init_seed)
                 return CLIPVisionModel(vision)
-        return CLIPVisionModel.from_pretrained(
-            self.config.clip_model_name_or_path, revision=self.config.clip_revision
+        from ..features.towers import (
+            load_clip_vision_tower,  # refuses anything but a complete CLIP vision tower
         )
+
+        return load_clip_vision_tower(self.config.clip_model_id, revision=self.config.clip_revision,
+                                      what="clip_model_id", frozen=False)
 
     # ---- tensor interface ---------------------------------------------------------------------------
     def forward(self, voxel: torch.Tensor | None = None, prev_states=None, *, event_features=None,
@@ -193,10 +196,10 @@ class ReconstructionAlignmentModule(EvalignPreTrainedModel):
                               progress=progress, reset_key=None)
 
     @classmethod
-    def from_reconstruction_checkpoint(cls, path: str | os.PathLike, **config_kwargs) -> ReconstructionAlignmentModule:
+    def from_reconstruction_checkpoint(cls, path: str | os.PathLike, **config_kwargs) -> ReconstructionAlignmentModel:
         """Build the strategy around a reconstruction net: an original ``.pth``/``.pth.tar`` file (converted
         on the fly) or a directory written by ``save_pretrained`` / the converter CLI. ``config_kwargs``
-        go to :class:`ReconstructionAlignmentConfig` (e.g. ``clip_model_name_or_path``)."""
+        go to :class:`ReconstructionAlignmentConfig` (e.g. ``clip_model_id``)."""
         from .checkpoint import load_original_checkpoint
 
         path = os.fspath(path)
@@ -216,7 +219,7 @@ class ReconstructionAlignmentModule(EvalignPreTrainedModel):
 
 
 def encode_windows(
-    model: ReconstructionAlignmentModule,
+    model: ReconstructionAlignmentModel,
     windows: Iterable[Any],
     *,
     height: int | None = None,
@@ -259,3 +262,6 @@ def encode_windows(
     if not feats:
         raise ValueError("encode_windows: the window iterable was empty")
     return torch.cat(feats)
+
+# the product brief's name (transformers style is *Model)
+ReconstructionAlignmentModule = ReconstructionAlignmentModel

@@ -91,9 +91,10 @@ def find_latest_checkpoint(output_dir: str | Path) -> Path | None:
     output_dir = Path(output_dir)
     pointer = output_dir / LATEST_NAME
     if pointer.is_file():
-        candidate = output_dir / pointer.read_text().strip()
-        if is_complete(candidate):
-            return candidate
+        name = pointer.read_text().strip()
+        # only a bare checkpoint-<N> name is followed: the pointer can never lead outside output_dir
+        if _CHECKPOINT_RE.match(name) and is_complete(output_dir / name):
+            return output_dir / name
     found = list_checkpoints(output_dir)
     return found[-1] if found else None
 
@@ -162,7 +163,7 @@ def save_checkpoint(
     final = output_dir / f"checkpoint-{state.global_step}"
     partial = output_dir / f".{final.name}.partial"
     if accelerator.is_main_process:
-        shutil.rmtree(partial, ignore_errors=True)
+        clean_leftovers(output_dir)
         partial.mkdir(parents=True)
     accelerator.wait_for_everyone()
     torch.save(_rng_state(), partial / f"rng_state_{accelerator.process_index}.pt")
@@ -183,6 +184,21 @@ def save_checkpoint(
     return final
 
 
+_LEFTOVER_RE = re.compile(r"^\.checkpoint-\d+\.(partial|deleting|old-[0-9a-f]+)$")
+
+
+def clean_leftovers(output_dir: str | Path) -> list[Path]:
+    """Remove what a kill left behind: half-written ``.checkpoint-N.partial``, half-deleted
+    ``.checkpoint-N.deleting`` and swapped-out ``.checkpoint-N.old-*`` folders (main process, between saves)."""
+    output_dir = Path(output_dir)
+    if not output_dir.is_dir():
+        return []
+    doomed = [p for p in output_dir.iterdir() if _LEFTOVER_RE.match(p.name) and p.is_dir() and not p.is_symlink()]
+    for path in doomed:
+        shutil.rmtree(path, ignore_errors=True)
+    return doomed
+
+
 def prune_checkpoints(output_dir: str | Path, total_limit: int) -> list[Path]:
     """Delete the oldest complete checkpoints so at most ``total_limit`` remain; return the deleted paths."""
     found = list_checkpoints(output_dir)
@@ -195,19 +211,36 @@ def prune_checkpoints(output_dir: str | Path, total_limit: int) -> list[Path]:
     return doomed
 
 
+def _read(path: Path, load):
+    """``load(path)``; a missing, truncated or corrupt file is a ValueError naming it (one line on the CLI)."""
+    import pickle
+
+    from safetensors import SafetensorError
+
+    try:
+        return load(path)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"checkpoint file {path} is missing: resume from another checkpoint") from None
+    except (SafetensorError, RuntimeError, EOFError, pickle.UnpicklingError, OSError, ValueError) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        raise ValueError(f"checkpoint file {path} is truncated or corrupt ({first}): resume from an earlier "
+                         "checkpoint (--resume_from_checkpoint PATH) or remove this one") from None
+
+
 def load_checkpoint(accelerator, checkpoint: Path, model: torch.nn.Module, optimizer, scheduler) -> TrainerState:
     """Restore model (trainable state), optimizer, scheduler and this process's RNG; return the TrainerState."""
     from safetensors.torch import load_file
 
     state = TrainerState.load(checkpoint)
-    weights = load_file(str(checkpoint / "model.safetensors"))
+    weights = _read(checkpoint / "model.safetensors", lambda p: load_file(str(p)))
     loader = getattr(model, "load_trainable_state_dict", None)
     if callable(loader):
         loader(weights)
     else:
         model.load_state_dict(weights, strict=True)
-    optimizer.load_state_dict(torch.load(checkpoint / "optimizer.pt", map_location="cpu", weights_only=True))
-    scheduler.load_state_dict(torch.load(checkpoint / "scheduler.pt", map_location="cpu", weights_only=True))
+    for name, target in (("optimizer.pt", optimizer), ("scheduler.pt", scheduler)):
+        target.load_state_dict(_read(checkpoint / name,
+                                     lambda p: torch.load(p, map_location="cpu", weights_only=True)))
     rng_file = checkpoint / f"rng_state_{accelerator.process_index}.pt"
     if state.world_size != accelerator.num_processes or not rng_file.is_file():
         raise ValueError(

@@ -9,15 +9,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..registry import get_strategy, strategy_names
+
 # The eight DSEC window durations of the product brief (DsecAlignmentBuilder config names).
 DSEC_DURATIONS: tuple[str, ...] = ("200ms", "500ms", "1s", "2s", "4s", "5s", "10s", "20s")
 
-# strategy name -> what it trains on
-FEATURE_STRATEGIES: tuple[str, ...] = ("lightweight", "contrastive", "triple_modal")
-IMAGE_STRATEGIES: tuple[str, ...] = ("contrastive_image", "triple_modal_image")
-STRATEGIES: tuple[str, ...] = FEATURE_STRATEGIES + IMAGE_STRATEGIES
-# strategies whose text terms need a class label per sample (read from ``label_key``)
-LABELLED_STRATEGIES: tuple[str, ...] = ("triple_modal", "triple_modal_image")
+# the trainable strategies come from the registry (``modeling_evalign.registry``): each spec says what it
+# trains on (``data_kind``) and whether it needs class labels
 
 TRAIN_CONFIG_NAME = "train_config.json"
 # train_dir of a run whose datasets are passed to training.loop.train directly (the trainer facade)
@@ -34,7 +32,7 @@ class TrainConfig:
     so the same command gives the same run on 1 or N processes; it must be divisible by the process count.
     """
 
-    strategy: str = field(default="lightweight", metadata=_help(f"one of {', '.join(STRATEGIES)}"))
+    strategy: str = field(default="lightweight", metadata=_help(f"one of {', '.join(strategy_names())}"))
     output_dir: str = field(default="outputs", metadata=_help("run directory (a subdirectory per duration)"))
     # data: feature directories (``{duration}`` is replaced per duration) or a DSEC tree
     train_dir: str | None = field(default=None, metadata=_help("feature directory of the training split"))
@@ -88,8 +86,8 @@ class TrainConfig:
     hub_model_id: str | None = field(default=None, metadata=_help("repo id; '{duration}' is replaced"))
 
     def __post_init__(self):
-        if self.strategy not in STRATEGIES:
-            raise ValueError(f"TrainConfig.strategy={self.strategy!r} is unknown: expected one of {list(STRATEGIES)}")
+        if self.strategy not in strategy_names():
+            raise ValueError(f"TrainConfig.strategy={self.strategy!r} is unknown: expected one of {strategy_names()}")
         bad = [d for d in self.durations if d not in DSEC_DURATIONS]
         if bad:
             raise ValueError(f"TrainConfig.durations has unknown {bad}: valid durations are {list(DSEC_DURATIONS)}")
@@ -100,10 +98,11 @@ class TrainConfig:
             raise ValueError("TrainConfig.checkpoints_total_limit must be >= 1 or None (keep all)")
         if not 0.0 < self.val_fraction < 1.0:
             raise ValueError(f"TrainConfig.val_fraction={self.val_fraction!r} is invalid: expected 0 < x < 1")
-        if self.closed_form_init is not None and (self.strategy != "lightweight" or self.closed_form_init < 0):
+        if self.closed_form_init is not None and (not self.spec.closed_form_init or self.closed_form_init < 0):
             raise ValueError(
-                f"TrainConfig.closed_form_init={self.closed_form_init!r} is invalid: a ridge >= 0, and only for the "
-                f"lightweight strategy (strategy={self.strategy!r})"
+                f"TrainConfig.closed_form_init={self.closed_form_init!r} is invalid: a ridge >= 0, and only for "
+                f"strategies with a closed-form fit ({[n for n in strategy_names() if get_strategy(n).closed_form_init]}; "
+                f"strategy={self.strategy!r})"
             )
         if self.learning_rate <= 0:
             raise ValueError(f"TrainConfig.learning_rate={self.learning_rate!r} is invalid: expected > 0")
@@ -114,7 +113,14 @@ class TrainConfig:
         for path in (self.train_dir, self.val_dir):
             if path and "{duration}" in path and not self.durations:
                 raise ValueError(f"TrainConfig: {path!r} contains '{{duration}}' but no durations were given")
-        self.model_overrides()  # parse early: a typo fails before training
+        from .validation import validate_train_config
+
+        validate_train_config(self)  # non-finite/negative values, unknown model_config keys, the Hub target
+
+    @property
+    def spec(self):
+        """The strategy's :class:`~modeling_evalign.registry.StrategySpec`."""
+        return get_strategy(self.strategy)
 
     def model_overrides(self) -> dict[str, Any]:
         """``model_config`` entries ``key=value`` as a dict (values parsed as JSON, else kept as strings)."""

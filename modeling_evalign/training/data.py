@@ -1,7 +1,7 @@
 """Training data for the Accelerate loop: feature directories, DSEC image pairs, and the sharded batch order.
 
 Every dataset item is a dict of tensors named after the model's forward arguments
-(:data:`MODEL_INPUTS`); extra keys (e.g. ``index``) are ignored by the loop.
+(the strategy spec's ``inputs``); extra keys (e.g. ``index``) are ignored by the loop.
 """
 
 from __future__ import annotations
@@ -15,16 +15,13 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset, Subset
 
-from .config import FEATURE_STRATEGIES, TrainConfig
+from ..registry import FEATURE_INPUTS, get_strategy
+from .config import TrainConfig
 
-# strategy -> (event input, target input) names of the model's forward
-MODEL_INPUTS: dict[str, tuple[str, str]] = {
-    "lightweight": ("event_features", "target_features"),
-    "contrastive": ("event_features", "target_features"),
-    "triple_modal": ("event_features", "target_features"),
-    "contrastive_image": ("event_pixel_values", "pixel_values"),
-    "triple_modal_image": ("event_pixel_values", "pixel_values"),
-}
+
+def model_inputs(strategy: str) -> tuple[str, str]:
+    """(event input, target input) names of the strategy model's forward."""
+    return get_strategy(strategy).inputs
 
 
 @dataclass
@@ -42,7 +39,7 @@ class TrainData:
 class PairDataset(Dataset):
     """In-memory pairs ``{event_name: event[i], target_name: target[i], "index": i}`` (equal first dims)."""
 
-    def __init__(self, event: torch.Tensor, target: torch.Tensor, names: Sequence[str] = MODEL_INPUTS["contrastive"]):
+    def __init__(self, event: torch.Tensor, target: torch.Tensor, names: Sequence[str] = FEATURE_INPUTS):
         if event.shape[0] != target.shape[0]:
             raise ValueError(f"PairDataset: {names[0]} has {event.shape[0]} rows but {names[1]} has {target.shape[0]}")
         self.event, self.target, self.names = event, target, tuple(names)
@@ -175,20 +172,14 @@ def load_dsec_feature_data(config: TrainConfig, duration: str) -> TrainData:
 
 
 def _clip_vision_model(name_or_path: str, revision: str):
-    from transformers import CLIPVisionModel
-    from transformers.utils import logging as hf_logging
+    from ..features.towers import load_clip_vision_tower  # refuses anything but a complete CLIP vision tower
 
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # a full CLIP checkpoint's text weights are expected to be unused
-    try:
-        return CLIPVisionModel.from_pretrained(name_or_path, revision=revision)
-    finally:
-        hf_logging.set_verbosity(verbosity)
+    return load_clip_vision_tower(name_or_path, revision=revision, what="--clip_model", frozen=False)
 
 
 def load_data(config: TrainConfig, duration: str | None, image_size: int | None = None) -> TrainData:
     """The data of one run; ``config`` is already specialised to ``duration``."""
-    if config.strategy in FEATURE_STRATEGIES:
+    if config.spec.data_kind == "features":
         if config.train_dir is None:
             return load_dsec_feature_data(config, duration)
         return load_feature_data(config)

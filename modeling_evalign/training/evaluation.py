@@ -1,4 +1,5 @@
-"""Validation metrics of a run: one function for the Accelerate loop and the single-process trainer facade."""
+"""Validation metrics of a run: one function for the Accelerate loop and the single-process trainer facade,
+scored by the strategy's evaluation rule (``evaluation.scoring``), the rule every other entry point uses."""
 
 from __future__ import annotations
 
@@ -7,12 +8,8 @@ from typing import Any
 
 import torch
 
-from .data import MODEL_INPUTS, shard_indices
-
-
-def _pool(x: torch.Tensor) -> torch.Tensor:
-    """``[B, D]`` stays, token-level ``[B, N, D]`` is mean-pooled for retrieval."""
-    return x if x.dim() == 2 else x.mean(dim=1)
+from ..registry import get_strategy
+from .data import shard_indices
 
 
 def _gather_rows(accelerator, local: torch.Tensor, counts: list[int]) -> torch.Tensor:
@@ -41,27 +38,26 @@ def evaluate(
 ) -> dict[str, float]:
     """Metrics of ``model`` (unwrapped) on ``dataset``; every process returns the same dict.
 
-    Keys: ``mse`` and ``cosine`` (aligned vs the target features, or vs the frozen tower's image embeddings
-    for image strategies; token by token for token-level inputs), retrieval ``e2t/R@k``, ``t2e/R@k``, ``mean/R@k`` on pooled features (the model's ``pool_tokens``
-    when it has one, else the token mean; gallery: the model's
-    ``target_embeddings`` when it returns them, i.e. after a target head or the frozen image tower), and with
-    ``with_loss`` the batch-size-weighted mean ``loss`` over batches of more than one row (InfoNCE of one
-    row is meaningless). With an ``accelerator`` of several processes each encodes a contiguous shard and
-    rows are gathered, so the retrieval gallery is the whole set.
+    Rows by the strategy's evaluation rule (tokens flattened by default): queries are the aligned features;
+    the gallery is the target features when they live in the aligned space (same shape, no target head), else
+    the model's ``target_embeddings`` (a target head, or the frozen tower's embeddings of image strategies).
+    Keys (``evaluation.scoring.score_rows``): ``mse`` and ``cosine`` on those rows, retrieval ``e2t/R@k``,
+    ``t2e/R@k``, ``mean/R@k``, and with ``with_loss`` the batch-size-weighted mean ``loss`` over batches of
+    more than one row (InfoNCE of one row is meaningless). With an ``accelerator`` of several processes each
+    encodes a contiguous shard and rows are gathered, so the retrieval gallery is the whole set.
     """
     from torch.utils.data import DataLoader, Subset
 
-    from ..evaluation.metrics import bidirectional_recall, cosine_similarity, mse
+    from ..evaluation.scoring import rows, score_rows
 
-    event_key, target_key = MODEL_INPUTS[strategy]
+    event_key, target_key = get_strategy(strategy).inputs
     rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator is not None else (0, 1)
     indices, n_real = shard_indices(len(dataset), rank, world)
     subset = dataset if world == 1 else Subset(dataset, indices)
-    # a model that pools tokens for its loss (contrastive's token_pooling) is scored on those same rows
-    pool = getattr(model, "pool_tokens", _pool)
+    has_target_head = getattr(model, "target_head", None) is not None
     was_training = model.training
     model.eval()
-    aligned, targets, queries, gallery = [], [], [], []
+    queries, gallery = [], []
     loss_sum = torch.zeros(2, dtype=torch.float64)  # sum of loss * rows, rows
     try:
         for batch in DataLoader(subset, batch_size=batch_size, shuffle=False, num_workers=num_workers):
@@ -71,13 +67,10 @@ def evaluate(
             emb = getattr(out, "target_embeddings", None)
             if with_loss and out.loss is not None and x.shape[0] > 1:
                 loss_sum += torch.tensor([float(out.loss) * x.shape[0], x.shape[0]], dtype=torch.float64)
-            aligned.append(a.cpu())
-            queries.append(pool(a).cpu())
-            gallery.append((emb if emb is not None else pool(y)).float().cpu())
-            # the target in the aligned space: the target features, or the frozen tower's image embeddings
-            target = y if y.shape == a.shape else emb if emb is not None and emb.shape == a.shape else None
-            if target is not None:
-                targets.append(target.float().cpu())
+            # the target in the aligned space: the target features, or the target head's / frozen tower's output
+            target = y if (y.shape == a.shape and not has_target_head) or emb is None else emb
+            queries.append(rows(model, a).cpu())
+            gallery.append(rows(model, target.float()).cpu())
     finally:
         model.train(was_training)
     counts = [n_real] if world == 1 else accelerator.gather(torch.tensor([n_real], device=accelerator.device)).cpu().tolist()
@@ -88,12 +81,5 @@ def evaluate(
         if world > 1:
             loss_sum = accelerator.reduce(loss_sum.to(accelerator.device), reduction="sum").cpu()
         metrics["loss"] = float(loss_sum[0] / loss_sum[1]) if loss_sum[1] else float("nan")
-    if len(targets) == len(aligned):  # target features live in the aligned space: compare them directly
-        a = _gather_rows(accelerator, torch.cat(aligned), counts)
-        t = _gather_rows(accelerator, torch.cat(targets), counts)
-        width = a.shape[-1]
-        metrics["mse"] = mse(a.reshape(-1, width), t.reshape(-1, width))
-        metrics["cosine"] = cosine_similarity(a.reshape(-1, width), t.reshape(-1, width))
-    metrics.update(bidirectional_recall(q, g, ks=tuple(ks), positive_groups=positive_groups,
-                                        positive_windows=positive_windows))
+    metrics.update(score_rows(q, g, ks=tuple(ks), positive_groups=positive_groups, positive_windows=positive_windows))
     return metrics

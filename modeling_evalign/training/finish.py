@@ -7,6 +7,7 @@ barrier before and after, so when it returns the final directory is complete on 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import platform
 from datetime import datetime, timezone
@@ -15,11 +16,11 @@ from typing import Any
 
 import torch
 
-from ..utils.io_utils import atomic_write_json
+from ..hub.paths import strip_machine_paths
+from ..utils.io_utils import atomic_write_json, atomic_write_text
 from .checkpointing import TrainerState
-from .config import IMAGE_STRATEGIES, TrainConfig
+from .config import TrainConfig
 from .data import TrainData
-from .models import STRATEGY_MODEL_TYPES
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ def training_info(config: TrainConfig, model: torch.nn.Module, state: TrainerSta
     final_metrics = {k: v for k, v in (state.val_metrics[-1] if state.val_metrics else {}).items() if k != "epoch"}
     info = {
         "strategy": config.strategy,
-        "model_type": STRATEGY_MODEL_TYPES[config.strategy],
+        "model_type": config.spec.model_type,
         "model_class": type(model).__name__,
         "num_parameters": sum(p.numel() for p in model.parameters()),
         "num_trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
@@ -98,14 +99,45 @@ def write_final(accelerator, config: TrainConfig, model: torch.nn.Module, state:
         info = training_info(config, model, state, data, num_processes=accelerator.num_processes,
                              steps_per_epoch=steps_per_epoch, elapsed=elapsed, duration=duration,
                              resumed_from=resumed_from, device_type=accelerator.device.type, extra=info_extra)
-        atomic_write_json(out / TRAINING_INFO_NAME, info)
+        facts = _card_facts(config, model, data, info)
+        if facts is not None:  # kept with the checkpoint, so a later card (e.g. with test metrics) states them too
+            info["card"] = strip_machine_paths(facts, out, name_only=True)
+        strip_checkpoint_paths(out)
+        atomic_write_json(out / TRAINING_INFO_NAME, strip_machine_paths(info, out))
         if model_card:
-            _card_and_push(config, out, info, duration)
+            _card_and_push(config, out, info, duration, facts)
     accelerator.wait_for_everyone()  # the others return only once final/ is complete
     return out
 
 
-def _card_and_push(config: TrainConfig, out: Path, info: dict, duration: str | None) -> None:
+def strip_checkpoint_paths(out: Path) -> None:
+    """No machine path in what ``save_pretrained`` wrote: tower references in config.json (and a LoRA adapter's
+    base model) become the tower's name (a local tower is re-attached with ``hub.paths.point_tower_at`` or a
+    ``from_pretrained`` override); peft's template README of the adapter (placeholders) is dropped, the
+    checkpoint's card describes it."""
+    for name in ("config.json", "adapter/adapter_config.json"):
+        path = out / name
+        if path.is_file():
+            data = json.loads(path.read_text())
+            clean = strip_machine_paths(data, out, name_only=True)
+            if clean != data:
+                atomic_write_text(path, json.dumps(clean, indent=2, sort_keys=True) + "\n")
+    (out / "adapter" / "README.md").unlink(missing_ok=True)
+
+
+def _card_facts(config: TrainConfig, model: torch.nn.Module, data: TrainData, info: dict) -> dict | None:
+    """The card's facts (tower, input contract, data, evaluation) while paths are still local; a fact that
+    cannot be gathered leaves the card without it, never the checkpoint unwritten."""
+    from ..hub.card_facts import gather
+
+    try:
+        return gather(config, model, data, info)
+    except (OSError, ValueError, RuntimeError, TypeError, KeyError) as exc:
+        logger.warning("model card facts incomplete: %s", exc)
+        return None
+
+
+def _card_and_push(config: TrainConfig, out: Path, info: dict, duration: str | None, facts: dict | None = None) -> None:
     """Model card (hub.cards.write_model_card) and Hub push (hub.push.push_to_hub)."""
     try:
         from ..hub.cards import write_model_card
@@ -114,10 +146,12 @@ def _card_and_push(config: TrainConfig, out: Path, info: dict, duration: str | N
     model_id = config.hub_model_id or f"evalign/{config.strategy}{'-' + duration if duration else ''}"
     if write_model_card is not None:
         metrics = {duration: info["final_metrics"]} if duration else info["final_metrics"]
-        base_model = config.clip_model if config.strategy in IMAGE_STRATEGIES else None
+        base_model = config.clip_model if config.spec.data_kind == "images" else None
+        recordings = ((facts or {}).get("data") or {}).get("recordings") or {}
+        real_dsec = config.dsec_data_dir and recordings.get("synthetic") is False  # synthetic data is not "dsec"
         try:
             write_model_card(out, model_id=model_id, strategy=config.strategy, metrics=metrics, training_info=info,
-                             datasets=["dsec"] if config.dsec_data_dir else [], base_model=base_model)
+                             datasets=["dsec"] if real_dsec else [], base_model=base_model, facts=facts)
         except ImportError as exc:  # plotting extras missing: the card is optional, the checkpoint is not
             logger.warning("model card skipped: %s", exc)
     if config.push_to_hub:

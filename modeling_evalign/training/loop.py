@@ -38,11 +38,11 @@ from .checkpointing import (
     resolve_checkpoint,
     save_checkpoint,
 )
-from .config import FEATURE_STRATEGIES, IMAGE_STRATEGIES, LABELLED_STRATEGIES, TrainConfig
-from .data import MODEL_INPUTS, ShardedBatchSampler, TrainData, attach_labels, load_data
+from .config import TrainConfig
+from .data import ShardedBatchSampler, TrainData, attach_labels, load_data
 from .evaluation import evaluate
 from .finish import TRAINING_INFO_NAME, write_final
-from .models import STRATEGY_MODEL_TYPES, build_model, closed_form_warm_start, image_size
+from .models import build_model, closed_form_warm_start, image_size
 from .schedule import make_optimizer, make_schedule
 
 logger = logging.getLogger(__name__)
@@ -52,7 +52,8 @@ logger = logging.getLogger(__name__)
 class TrainResult:
     """Outcome of one run. ``losses``: training loss per optimizer step (mean over processes);
     ``val_metrics``: one dict per finished epoch; ``history``: per-epoch records (see TrainerState);
-    ``interrupted``: stopped early with a checkpoint; ``final_dir``: the final checkpoint (None if not written)."""
+    ``interrupted``: stopped early with a checkpoint (``signalled``: by SIGTERM, not by ``stop_at_step``);
+    ``final_dir``: the final checkpoint (None if not written)."""
 
     output_dir: Path
     global_step: int
@@ -64,6 +65,7 @@ class TrainResult:
     steps_per_epoch: int = 0
     resumed_from_step: int | None = None
     final_dir: Path | None = None
+    signalled: bool = False
 
 
 @dataclass
@@ -167,7 +169,7 @@ def _checkpoint_to_resume(config: TrainConfig) -> Path | None:
     output_dir = Path(config.output_dir)
     checkpoint = resolve_checkpoint(config.resume_from_checkpoint, output_dir)
     if checkpoint is not None:
-        check_compatible(checkpoint, config.strategy, STRATEGY_MODEL_TYPES[config.strategy])
+        check_compatible(checkpoint, config.strategy, config.spec.model_type)
     elif list_checkpoints(output_dir):
         raise ValueError(
             f"{output_dir} already holds checkpoints of an earlier run ({list_checkpoints(output_dir)[-1].name}): "
@@ -183,10 +185,10 @@ def _flat_hparams(config: TrainConfig) -> dict[str, Any]:
 def _prepare_data(config: TrainConfig, duration: str | None, data: TrainData | None, clip_model) -> TrainData:
     if data is None:
         size = None
-        if config.strategy in IMAGE_STRATEGIES:  # read from the tower's config: no weights loaded
+        if config.spec.data_kind == "images":  # read from the tower's config: no weights loaded
             size = clip_model.config.image_size if clip_model is not None else image_size(config)
         data = load_data(config, duration, image_size=size)
-    if config.strategy in LABELLED_STRATEGIES and data.class_names is None:
+    if config.spec.needs_labels and data.class_names is None:
         data = attach_labels(data, config.label_key)
     return data
 
@@ -225,7 +227,7 @@ def train(config: TrainConfig, duration: str | None = None, data: TrainData | No
     model, optimizer = accelerator.prepare(model, optimizer)
     unwrapped = accelerator.unwrap_model(model)
 
-    state = TrainerState(strategy=config.strategy, model_type=STRATEGY_MODEL_TYPES[config.strategy], world_size=world,
+    state = TrainerState(strategy=config.strategy, model_type=config.spec.model_type, world_size=world,
                          seed=config.seed, extra=dict(options.extra_state))
     if checkpoint is not None:
         state = load_checkpoint(accelerator, checkpoint, unwrapped, optimizer, scheduler)
@@ -250,10 +252,10 @@ def train(config: TrainConfig, duration: str | None = None, data: TrainData | No
         return evaluate(unwrapped, data.val, strategy=config.strategy, batch_size=config.batch_size,
                         device=accelerator.device, accelerator=accelerator)
 
-    event_key, target_key = MODEL_INPUTS[config.strategy]
+    event_key, target_key = config.spec.inputs
     start = time.perf_counter()
     last_checkpoint = checkpoint
-    interrupted = False
+    interrupted = signalled = False
     progress = progress_bar(total=total_steps, initial=state.global_step, unit="step",
                             disable=not (accelerator.is_local_main_process and options.progress),
                             desc=f"train {config.strategy}{' ' + duration if duration else ''}")
@@ -298,7 +300,7 @@ def train(config: TrainConfig, duration: str | None = None, data: TrainData | No
                     if accelerator.is_main_process and options.announce_checkpoints:
                         print(f"[evalign] checkpoint saved: {last_checkpoint}", flush=True)
                 if stop_requested or at_limit:
-                    interrupted = True
+                    interrupted, signalled = True, stop_requested
                     break
             if interrupted:
                 break
@@ -316,7 +318,8 @@ def train(config: TrainConfig, duration: str | None = None, data: TrainData | No
             state.step_in_epoch = 0
     elapsed = time.perf_counter() - start
     result = TrainResult(output_dir, state.global_step, list(state.losses), list(state.val_metrics), interrupted,
-                         last_checkpoint, list(state.history), steps_per_epoch, resumed_from_step)
+                         last_checkpoint, list(state.history), steps_per_epoch, resumed_from_step,
+                         signalled=signalled)
     if not interrupted and options.save_final:
         result.final_dir = write_final(accelerator, config, unwrapped, state, data, steps_per_epoch=steps_per_epoch,
                                        elapsed=elapsed, duration=duration, resumed_from=checkpoint,
@@ -347,7 +350,7 @@ def run(config: TrainConfig) -> list[TrainResult]:
     for run_config, duration in zip(runs, config.runs()):
         run_config.check_paths()
         _checkpoint_to_resume(run_config)
-        size = None if run_config.strategy in FEATURE_STRATEGIES else image_size(run_config)
+        size = image_size(run_config) if run_config.spec.data_kind == "images" else None
         with state.main_process_first():  # one process prepares the builder cache / extracts features
             data = load_data(run_config, duration, image_size=size)
         if run_config.batch_size > len(data.train):
@@ -359,5 +362,5 @@ def run(config: TrainConfig) -> list[TrainResult]:
     return [train(rc, duration=d, data=data) for rc, d, data in zip(runs, config.runs(), loaded)]
 
 
-__all__ = ["STRATEGY_MODEL_TYPES", "TRAINING_INFO_NAME", "RunOptions", "TrainResult", "build_model", "evaluate",
+__all__ = ["TRAINING_INFO_NAME", "RunOptions", "TrainResult", "build_model", "evaluate",
            "run", "train", "use_cpu"]

@@ -179,9 +179,9 @@ class ContrastiveAlignmentTrainer:
         """Validation metrics of the current model on ``dataset`` (default: the validation set).
 
         Keys: ``loss`` (mean over batches, weighted by batch size), ``mse`` and ``cosine_similarity``
-        (aligned vs target; token-level inputs compare token by token), and retrieval recall
-        ``e2t/R@k``, ``t2e/R@k``, ``mean/R@k`` on pooled features (targets after the model's target
-        head when it has one). Computed by :func:`modeling_evalign.training.evaluation.evaluate`.
+        and retrieval recall ``e2t/R@k``, ``t2e/R@k``, ``mean/R@k``, all on the rows of the strategy's
+        evaluation rule (token features flattened; targets after the model's target head when it has
+        one). Computed by :func:`modeling_evalign.training.evaluation.evaluate`.
         """
         from .evaluation import evaluate
 
@@ -290,6 +290,9 @@ class ContrastiveAlignmentTrainer:
                     "ks": list(self.ks),
                 }
             result = run_loop(config, data=data, options=options)
+        if result.interrupted:  # SIGTERM: keep the checkpoint just saved (train() again resumes), never report done
+            raise KeyboardInterrupt(f"training stopped by SIGTERM at step {result.global_step}"
+                                    + (f"; its checkpoint is in {work_dir}" if work_dir is not None else ""))
         if work_dir is not None:
             shutil.rmtree(work_dir, ignore_errors=True)
         history = result.history

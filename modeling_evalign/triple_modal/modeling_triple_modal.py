@@ -60,7 +60,7 @@ class ZeroShotOutput(ModelOutput):
     logits: torch.Tensor | None = None
 
 
-class TripleModalAlignmentModule(EvalignPreTrainedModel):
+class TripleModalAlignmentModel(EvalignPreTrainedModel):
     """Event features ``[B, event_dim]`` -> CLIP space ``[B, target_dim]``, trained against images and text.
 
     Trainable: the event head and the event-prompt text adapter (a residual linear map, zero at init,
@@ -289,4 +289,7 @@ class TripleModalAlignmentModule(EvalignPreTrainedModel):
         return ZeroShotOutput(probabilities=probs, labels=probs.argmax(dim=-1), logits=logits)
 
 
-TripleModalAlignmentModule.register_for_auto_class("AutoModel")
+TripleModalAlignmentModel.register_for_auto_class("AutoModel")
+
+# the product brief's name (transformers style is *Model)
+TripleModalAlignmentModule = TripleModalAlignmentModel

@@ -2,7 +2,7 @@
 
 The frozen CLIP text tower (and its tokenizer) is held in a plain attribute, outside the module tree: it
 is never in ``state_dict`` nor in a checkpoint, and checkpoints stay LoRA + logit scale only (inherited
-from :class:`ContrastiveImageAlignmentModel`). It is loaded from ``config.text_model_name_or_path`` on
+from :class:`ContrastiveImageAlignmentModel`). It is loaded from ``config.text_model_id`` on
 first use.
 """
 
@@ -69,7 +69,7 @@ class TripleModalImageAlignmentModel(ContrastiveImageAlignmentModel):
         config: the strategy config.
         clip_model: an already loaded ``CLIPVisionModelWithProjection`` (see the parent class).
         text_model, tokenizer: an already loaded ``CLIPTextModelWithProjection`` and its tokenizer, instead
-            of loading ``config.text_model_name_or_path`` on first use.
+            of loading ``config.text_model_id`` on first use.
     """
 
     config_class = TripleModalImageAlignmentConfig
@@ -100,9 +100,9 @@ class TripleModalImageAlignmentModel(ContrastiveImageAlignmentModel):
         self._prompt_cache.clear()
 
     def text_tower(self):
-        """``(text_model, tokenizer)``, loading ``config.text_model_name_or_path`` on first use."""
+        """``(text_model, tokenizer)``, loading ``config.text_model_id`` on first use."""
         if self._text is None:
-            self.set_text_tower(*load_clip_text_tower(self.config.text_model_name_or_path, self.config.text_revision))
+            self.set_text_tower(*load_clip_text_tower(self.config.text_model_id, self.config.text_revision))
         return self._text
 
     @torch.no_grad()

@@ -1,4 +1,4 @@
-"""``train_triple_modal``: tensors in, :class:`TripleModalAlignmentModule` trained by THE training loop.
+"""``train_triple_modal``: tensors in, :class:`TripleModalAlignmentModel` trained by THE training loop.
 
 A thin facade over :func:`modeling_evalign.training.loop.train` (one Accelerate process; the same AdamW,
 warm-up/cosine schedule and data order as ``train_accelerate.py --strategy triple_modal``). No optimizer
@@ -13,11 +13,11 @@ from collections.abc import Sequence
 
 import torch
 
-from .modeling_triple_modal import TripleModalAlignmentModule
+from .modeling_triple_modal import TripleModalAlignmentModel
 
 
 def train_triple_modal(
-    model: TripleModalAlignmentModule,
+    model: TripleModalAlignmentModel,
     event_features: torch.Tensor,
     image_features: torch.Tensor,
     labels: torch.Tensor | Sequence[int] | None = None,

@@ -10,7 +10,9 @@
         raise SystemExit(run_cli(main))
 
 Bad flags (argparse), missing paths and invalid configs (``ValueError`` from a config's checks,
-``FileNotFoundError``...) print ``prog: error: <message>`` and return 2. Set ``EVALIGN_TRACEBACK=1`` to
+``FileNotFoundError``..., and ``utils.errors.InputError`` for bad files, which is also a KeyError/TypeError
+where it says so) print ``prog: error: <message>`` and return 2; so do such errors raised inside a library
+that wraps them (datasets' ``DatasetGenerationError`` around the DSEC builder's). Set ``EVALIGN_TRACEBACK=1`` to
 see the full traceback of such an error while debugging; real bugs (any other exception) keep theirs.
 """
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -33,6 +36,22 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     PermissionError,
     FileExistsError,
 )
+
+
+# Library exceptions that wrap the error that really happened (raised in our code, running inside them).
+_WRAPPERS = frozenset({"DatasetGenerationError"})
+
+
+def user_error(err: BaseException) -> BaseException | None:
+    """``err`` when it is a user error, the user error a library wrapper carries, else None (a real bug)."""
+    seen = 0
+    while err is not None and seen < 8:
+        if isinstance(err, USER_ERRORS):
+            return err
+        if type(err).__name__ not in _WRAPPERS:
+            return None
+        err, seen = err.__cause__ or err.__context__, seen + 1
+    return None
 
 
 class CLIError(ValueError):
@@ -63,10 +82,11 @@ def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[s
     prog = prog or Path(sys.argv[0]).name or "evalign"
     try:
         return int(main(argv) or 0)
-    except USER_ERRORS as err:
-        if os.environ.get("EVALIGN_TRACEBACK"):
+    except Exception as err:
+        found = user_error(err)
+        if found is None or os.environ.get("EVALIGN_TRACEBACK"):
             raise
-        return report_error(prog, err)
+        return report_error(prog, found)
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr, flush=True)
         return 130
@@ -79,5 +99,13 @@ def parse_named_paths(items: Sequence[str], flag: str) -> dict[str, str]:
         name, sep, path = item.partition("=")
         if not sep or not name or not path:
             raise CLIError(f"{flag} entries must look like DURATION=DIR, got {item!r}")
+        if not _SAFE_NAME.match(name) or set(name) == {"."}:  # names become folder names under the output
+            raise CLIError(f"{flag} name {name!r} must be a plain name (letters, digits, '.', '_', '-'; no '/' "
+                           "or '..'), such as 1s")
+        if name in out:
+            raise CLIError(f"{flag} names {name!r} twice")
         out[name] = path
     return out
+
+
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
