@@ -77,7 +77,7 @@ class PipelineConfig:
     vlm: str | None = None
     proxy_vlm: dict[str, Any] = field(default_factory=dict)
     downstream_epochs: int = 10
-    downstream_max_windows: int = 0
+    downstream_max_windows: int = 96  # evenly spaced test windows (the row's n): 200ms has 240, ~1 s per window
     downstream_gamma: int = 4
     downstream_max_new_tokens: int = 40
     downstream_speed_windows: int = 8  # caption prompts timed for the speedup (gamma chosen from exact counts)
