@@ -19,6 +19,14 @@ A window ``[t0, t1]`` of one synthetic sequence (a photograph under a :class:`Ca
   clear (``|z| >= ZOOM_MIN``: "zooms in"/"zooms out") or clearly absent (``|z| <`` :data:`ZOOM_STILL` = 0.01:
   "keeps its zoom"); in between the caption is not asked.
 
+Visibility (measured by ``benchmarks/bench_vlm_motion_probe.py`` on the proxy CLIP tower, held-out camera paths):
+the thresholds above are where the *frames* show the answer, not where the 80-px tower does. On the frames' 16-px
+patch-mean colours a shift-matching probe names the pan direction 75-86% of the time from 1-12 px of pan and
+91-92% from 12 px (0.15 view heights); on the tower's tokens no magnitude reaches that (last-minus-first tokens
+31-61%, token shift-matching 25-71%, chance 25%). No threshold makes the pan visible to this tower: 0.15 view
+heights would leave no 0.2 s window (p90 pan 3.8 px) and ~29% of 1 s windows, and the tower still misses most of
+those. :data:`PAN_MIN` therefore stays at the frames' level; the fix is a position-sensitive tower or a faster camera.
+
 Answers are lower-case word sequences with spaced punctuation, so a word-level tokenizer covers them exactly
 (:func:`all_texts` lists every text the model can see or say).
 """
