@@ -41,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         "--photos", nargs="+", default=None, help="scikit-image photographs to use (default all)"
     )
     parser.add_argument("--contrast-threshold", type=positive(float), default=0.2, help="simulator C (log units)")
+    parser.add_argument("--workers", type=positive(int), default=1, help="processes writing sequences (default 1)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     args = parser.parse_args(argv)
 
@@ -60,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         sensor_size=args.sensor_size,
         photos=args.photos,
         progress=not args.no_progress,
+        workers=args.workers,
         contrast_threshold=args.contrast_threshold,
     )
     for path in paths:

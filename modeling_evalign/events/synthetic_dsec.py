@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +23,10 @@ from .dsec_writer import DsecEventWriter, write_rectify_map
 from .scenes import PHOTOS, CameraMotion, PhotoScene, load_photo
 from .simulator import EventSimulator, simulate_adaptive
 
-__all__ = ["SyntheticDsecOptions", "write_synthetic_dsec", "write_synthetic_sequence"]
+__all__ = [
+    "SyntheticDsecJob", "SyntheticDsecOptions", "start_synthetic_dsec", "write_synthetic_dsec",
+    "write_synthetic_sequence",
+]
 
 INFO_FILE = "evalign_synthetic.json"
 FORMAT_VERSION = 1
@@ -174,24 +177,8 @@ def write_synthetic_sequence(
     return dest
 
 
-def write_synthetic_dsec(
-    out: str | os.PathLike,
-    sequences: int = 2,
-    seconds: float = 2.0,
-    seed: int = 0,
-    image_size: tuple[int, int] = (1440, 1080),
-    sensor_size: tuple[int, int] = (640, 480),
-    photos: Sequence[str] | None = None,
-    progress: bool = True,
-    **options,
-) -> list[Path]:
-    """Write ``sequences`` DSEC-format sequences of ``seconds`` each under ``out`` and return their paths.
-
-    Sequence ``i`` is ``out/synthetic_{i:03d}_{scene}``; scenes cycle through ``photos`` (default: all
-    of :data:`~.scenes.PHOTOS`) in a seed-dependent order. ``image_size``/``sensor_size`` are
-    ``(width, height)``. Extra keyword arguments set :class:`SyntheticDsecOptions` fields. Complete
-    sequences already present are skipped, so an interrupted run resumes where it stopped.
-    """
+def _plan_tree(out, sequences, seconds, seed, image_size, sensor_size, photos, progress, options):
+    """Checked options, every sequence's path, and the arguments of the ones still to write."""
     if sequences < 1:
         raise ValueError(f"sequences must be >= 1, got {sequences}")
     photos = list(photos) if photos is not None else sorted(PHOTOS)
@@ -201,13 +188,105 @@ def write_synthetic_dsec(
     opt = SyntheticDsecOptions(image_size=tuple(image_size), sensor_size=tuple(sensor_size), **options)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    paths = []
+    paths, pending = [], []
     for i in range(sequences):
         plan = _sequence_plan(seed, i, photos)
         dest = out / f"synthetic_{i:03d}_{plan['scene']}"
         if not (dest / INFO_FILE).is_file():
-            write_synthetic_sequence(
-                dest, plan["scene"], seconds, seed, opt, rng=plan["rng"], progress=progress
-            )
+            pending.append((dest, plan["scene"], seconds, seed, opt, plan["rng"], progress))
         paths.append(dest)
+    return paths, pending
+
+
+def _check_workers(workers) -> int:
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
+    return workers
+
+
+class SyntheticDsecJob:
+    """Sequences being written by worker processes (:func:`start_synthetic_dsec`). ``result()`` waits and
+    returns every sequence's path, re-raising a worker's error; ``cancel()`` drops the ones not started.
+    A finished sequence stays whatever happens to the others (each is written atomically)."""
+
+    def __init__(self, pool, futures, paths: list[Path]):
+        self._pool, self._futures, self.paths = pool, futures, paths
+
+    def result(self) -> list[Path]:
+        try:
+            for future in self._futures:
+                future.result()
+        finally:
+            self._pool.shutdown(cancel_futures=True)
+        return self.paths
+
+    def cancel(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def start_synthetic_dsec(
+    out: str | os.PathLike,
+    sequences: int = 2,
+    seconds: float = 2.0,
+    seed: int = 0,
+    image_size: tuple[int, int] = (1440, 1080),
+    sensor_size: tuple[int, int] = (640, 480),
+    photos: Sequence[str] | None = None,
+    workers: int = 1,
+    on_sequence: Callable[[Path, int, int], None] | None = None,
+    **options,
+) -> SyntheticDsecJob:
+    """Start :func:`write_synthetic_dsec` in ``workers`` spawned processes and return at once, so the caller can
+    do other work (the main job pretrains its towers, which need no tree, meanwhile). Arguments are checked
+    here, before any process starts. ``on_sequence(path, done, total)`` is called as each sequence lands
+    (from a pool thread); the workers draw no progress bars."""
+    import concurrent.futures
+    import multiprocessing
+
+    workers = _check_workers(workers)
+    paths, pending = _plan_tree(out, sequences, seconds, seed, image_size, sensor_size, photos, False, options)
+    # spawn, not fork: the parent may hold torch/OpenMP threads, which a forked child inherits broken
+    pool = concurrent.futures.ProcessPoolExecutor(max(1, min(workers, len(pending))),
+                                                  mp_context=multiprocessing.get_context("spawn"))
+    futures = [pool.submit(write_synthetic_sequence, *args) for args in pending]
+    if on_sequence is not None:
+        done = [len(paths) - len(pending)]
+
+        def report(future) -> None:
+            if not future.cancelled() and future.exception() is None:
+                done[0] += 1
+                on_sequence(future.result(), done[0], len(paths))
+
+        for future in futures:
+            future.add_done_callback(report)
+    return SyntheticDsecJob(pool, futures, paths)
+
+
+def write_synthetic_dsec(
+    out: str | os.PathLike,
+    sequences: int = 2,
+    seconds: float = 2.0,
+    seed: int = 0,
+    image_size: tuple[int, int] = (1440, 1080),
+    sensor_size: tuple[int, int] = (640, 480),
+    photos: Sequence[str] | None = None,
+    progress: bool = True,
+    workers: int = 1,
+    **options,
+) -> list[Path]:
+    """Write ``sequences`` DSEC-format sequences of ``seconds`` each under ``out`` and return their paths.
+
+    Sequence ``i`` is ``out/synthetic_{i:03d}_{scene}``; scenes cycle through ``photos`` (default: all
+    of :data:`~.scenes.PHOTOS`) in a seed-dependent order. ``image_size``/``sensor_size`` are
+    ``(width, height)``. Extra keyword arguments set :class:`SyntheticDsecOptions` fields. Complete
+    sequences already present are skipped, so an interrupted run resumes where it stopped.
+    ``workers > 1`` writes sequences in that many processes (no progress bars); every sequence draws from
+    its own seeded generator, so the tree is byte-identical to ``workers=1``.
+    """
+    if _check_workers(workers) > 1:
+        return start_synthetic_dsec(out, sequences, seconds, seed, image_size, sensor_size, photos, workers,
+                                    **options).result()
+    paths, pending = _plan_tree(out, sequences, seconds, seed, image_size, sensor_size, photos, progress, options)
+    for args in pending:
+        write_synthetic_sequence(*args)
     return paths

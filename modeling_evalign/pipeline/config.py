@@ -67,9 +67,11 @@ class PipelineConfig:
     val_fraction: float = 0.15
     test_fraction: float = 0.25
     num_proc: int = 1
-    # torch intra-op threads: the proxy tower's small matmuls run faster on one thread than on two contended
-    # ones; 0 keeps torch's default (what a real CLIP-L tower wants)
-    torch_threads: int = 1
+    # processes writing the synthetic DSEC tree (sequences are independent and seeded: the tree is identical)
+    generator_workers: int = 2
+    # torch intra-op threads of the stages (0: torch's default, one per core); while the synthetic tree's worker
+    # processes run, the towers build on one thread
+    torch_threads: int = 0
     # downstream (issue 19): the proxy VLM (``vlm``: a directory with target/ and draft/ instead; ``proxy_vlm``
     # overrides ProxyVlmConfig fields) answers questions on aligned event tokens; strategies retrained on the
     # video layout for ``downstream_epochs``; ``downstream_max_windows`` test windows at most (0 = all)
@@ -85,12 +87,15 @@ class PipelineConfig:
 
     def __post_init__(self):
         for name in ("sequences", "num_epochs", "batch_size", "image_epochs", "image_batch_size", "num_proc",
+                     "generator_workers",
                      "downstream_epochs", "downstream_gamma", "downstream_max_new_tokens", "downstream_speed_windows",
                      "downstream_speed_repeats"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"PipelineConfig.{name}={getattr(self, name)!r}: expected an integer >= 1")
         if self.sequences < 3:
             raise ValueError(f"PipelineConfig.sequences={self.sequences}: need >= 3 (train, validation, test)")
+        if int(self.torch_threads) < 0:
+            raise ValueError(f"PipelineConfig.torch_threads={self.torch_threads}: expected >= 0 (0 = torch's default)")
         if int(self.downstream_max_windows) < 0:
             raise ValueError(f"PipelineConfig.downstream_max_windows={self.downstream_max_windows}: expected >= 0")
         if not self.seconds > 0:
@@ -160,7 +165,8 @@ def parse_args(argv: list[str] | None = None) -> PipelineConfig:
     p.add_argument("--firenet", help="pretrained FireNet checkpoint (.pth)")
     p.add_argument("--reconstruction-max-steps", type=int, help="cap on FireNet steps per window (0 = no cap)")
     p.add_argument("--num-proc", type=int)
-    p.add_argument("--torch-threads", type=int, help="torch intra-op threads (default 1; 0 = torch's default)")
+    p.add_argument("--generator-workers", type=int, help="processes writing the synthetic DSEC tree (default 2)")
+    p.add_argument("--torch-threads", type=int, help="torch intra-op threads of the stages (default 0: torch's default)")
     p.add_argument("--downstream", action=argparse.BooleanOptionalAction, default=None,
                    help="the downstream stage: the VLM answers questions on aligned event tokens (default: on)")
     p.add_argument("--vlm", help="a VLM directory with target/ and draft/ (default: the proxy VLM pretrained here)")

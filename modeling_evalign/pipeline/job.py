@@ -2,8 +2,8 @@
 
 Stages, each resumable (a finished stage's output is reused, an interrupted one is redone or resumed):
 
-1. ``write_synthetic_dsec``: DSEC-format sequences made from scikit-image photographs (ESIM-style events);
-   the CLIP tower: the proxy CLIP pretrained here on the generator's RGB frames (``features.proxy_clip``,
+1. ``start_synthetic_dsec``: DSEC-format sequences made from scikit-image photographs (ESIM-style events), in
+   worker processes while this one loads or pretrains the towers; the CLIP tower: the proxy CLIP pretrained here on the generator's RGB frames (``features.proxy_clip``,
    cached after its first build) unless ``--clip`` names a real one (``openai/clip-vit-large-patch14-336``);
 2. ``DsecAlignmentBuilder``: the ``1s`` and ``200ms`` window datasets, split by sequence and stratified by
    scene, so every photograph has a training sequence and the held-out ones are new paths (``features``);
@@ -155,23 +155,34 @@ class _Downstream:
 
 
 def run_pipeline(cfg: PipelineConfig) -> list[StrategyRow]:
-    from ..events.synthetic_dsec import write_synthetic_dsec
+    from ..events.synthetic_dsec import start_synthetic_dsec
 
     torch.manual_seed(cfg.seed)
-    if cfg.torch_threads > 0:
-        torch.set_num_threads(cfg.torch_threads)
+    stage_threads = cfg.torch_threads or torch.get_num_threads()
+    torch.set_num_threads(1)  # while the tree's worker processes share the cores
     out = Path(cfg.output_dir)
     started = time.perf_counter()
     cpu0 = os.times()
     tree = out / "dsec"
-    log(f"1/5 synthetic DSEC tree: {cfg.sequences} sequences x {cfg.seconds:g} s -> {tree}")
-    write_synthetic_dsec(tree, sequences=cfg.sequences, seconds=cfg.seconds, seed=cfg.seed,
-                         image_size=cfg.image_size, sensor_size=cfg.sensor_size, photos=cfg.photos)
-    log(f"    {time.perf_counter() - started:.0f} s; CLIP tower: {cfg.clip or 'proxy (pretrained here)'}")
-    tower = tower_path(cfg)
-    vision = load_vision_tower(tower)
+    log(f"1/5 synthetic DSEC tree: {cfg.sequences} sequences x {cfg.seconds:g} s -> {tree} ({cfg.generator_workers} "
+        f"processes, while this one loads or builds the towers, which need no tree)")
+    tree_job = start_synthetic_dsec(tree, sequences=cfg.sequences, seconds=cfg.seconds, seed=cfg.seed,
+                                    image_size=cfg.image_size, sensor_size=cfg.sensor_size, photos=cfg.photos,
+                                    workers=cfg.generator_workers,
+                                    on_sequence=lambda p, k, n: log(f"    tree {k}/{n}: {p.name} "
+                                                                    f"({time.perf_counter() - started:.0f} s)"))
+    try:
+        log(f"    CLIP tower: {cfg.clip or 'proxy (pretrained here)'}")
+        tower = tower_path(cfg)
+        vision = load_vision_tower(tower)
+        downstream = _Downstream(cfg, tower, vision, tree, out) if cfg.downstream else None  # builds the VLM
+        tree_job.result()
+    except BaseException:
+        tree_job.cancel()  # sequences already written stay; a rerun writes the rest
+        raise
+    torch.set_num_threads(stage_threads)
+    log(f"    tree and towers ready: {time.perf_counter() - started:.0f} s; {stage_threads} torch threads from here")
     rows: list[StrategyRow] = []
-    downstream = _Downstream(cfg, tower, vision, tree, out) if cfg.downstream else None
     for duration in cfg.durations:
         rows += _duration_rows(cfg, duration, tree, out, tower, vision, started)
         if downstream is not None:
