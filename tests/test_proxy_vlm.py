@@ -177,3 +177,29 @@ def test_bad_config_and_cli_errors(tmp_path, capsys):
     assert err.value.code == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and "--steps" in lines[0]
+
+
+def test_build_in_a_spawned_process(built, tower, tmp_path):
+    """The main job builds the VLM in its own process while its stages run: the same weights as in-process, the
+    build's error re-raised in the caller, and stop() kills a build without leaving a complete-looking directory."""
+    import dataclasses
+    from types import SimpleNamespace
+
+    from modeling_evalign.downstream.stage import ProxyVlmBuild
+
+    fields = dataclasses.asdict(_tiny())
+    job = ProxyVlmBuild(SimpleNamespace(proxy_vlm=fields, proxy_cache_dir=str(tmp_path / "a")), str(tower), log=None)
+    root = Path(job.result())
+    assert root.name == built.name and root.parent == tmp_path / "a"
+    _assert_same(_weights(built), _weights(root))
+
+    missing = tmp_path / "no-tower"
+    job = ProxyVlmBuild(SimpleNamespace(proxy_vlm=fields, proxy_cache_dir=str(tmp_path / "b")), str(missing), log=None)
+    with pytest.raises(Exception, match="no-tower"):
+        job.result()
+
+    job = ProxyVlmBuild(SimpleNamespace(proxy_vlm=fields, proxy_cache_dir=str(tmp_path / "c")), str(tower), log=None)
+    job.stop()
+    assert not job._process.is_alive() and not list((tmp_path / "c").glob("proxy_vlm-*/README.md"))
+    with pytest.raises(ValueError, match="photos"):  # a bad field fails before any process starts
+        ProxyVlmBuild(SimpleNamespace(proxy_vlm={"photos": ["nope"]}, proxy_cache_dir=None), str(tower))

@@ -35,12 +35,66 @@ class DownstreamVlm:
     tokenizer: object
 
 
-def load_vlm(cfg, tower: str, log=print) -> DownstreamVlm:
-    """``cfg.vlm`` (a directory with ``target/`` and ``draft/``) or the proxy VLM pretrained here on ``tower``."""
+def _build_in_child(send, tower: str, cache_dir: str | None, fields: dict, log) -> None:
+    from .proxy_vlm import ProxyVlmConfig, ensure_proxy_vlm
+
+    try:
+        torch.set_num_threads(1)  # as when the main job built it in its own process: the same weights
+        send.send((True, str(ensure_proxy_vlm(tower, cache_dir, ProxyVlmConfig(**fields), log=log))))
+    except BaseException as err:  # the parent re-raises it; an unpicklable error travels as its text
+        try:
+            send.send((False, err))
+        except Exception:
+            send.send((False, RuntimeError(f"{type(err).__name__}: {err}")))
+
+
+class ProxyVlmBuild:
+    """The proxy VLM built (or found) in a spawned process while the caller's stages run. ``result()`` waits for
+    its directory and re-raises the build's error; ``stop()`` kills the build, which resumes from its last
+    checkpoint next time. The configuration is checked before the process starts."""
+
+    def __init__(self, cfg, tower: str, log=print):
+        import multiprocessing
+
+        from .proxy_vlm import ProxyVlmConfig
+
+        ProxyVlmConfig(**cfg.proxy_vlm)
+        context = multiprocessing.get_context("spawn")  # not fork: this process holds torch threads
+        self._receive, send = context.Pipe(duplex=False)
+        # daemon: dies with this process, never outlives an interrupted job
+        self._process = context.Process(target=_build_in_child, daemon=True, name="evalign-proxy-vlm",
+                                        args=(send, tower, cfg.proxy_cache_dir, dict(cfg.proxy_vlm), log))
+        self._process.start()
+        send.close()
+
+    def result(self) -> str:
+        try:
+            ok, value = self._receive.recv()
+        except EOFError:
+            self._process.join()
+            raise RuntimeError(f"the proxy VLM build process ended without a result (exit code "
+                               f"{self._process.exitcode})") from None
+        self._process.join()
+        if not ok:
+            raise value
+        return value
+
+    def running(self) -> bool:
+        return self._process.is_alive()
+
+    def stop(self) -> None:
+        if self._process.is_alive():
+            self._process.terminate()
+        self._process.join()
+
+
+def load_vlm(cfg, tower: str, log=print, root: str | Path | None = None) -> DownstreamVlm:
+    """``root`` (a built VLM directory), else ``cfg.vlm`` (a directory with ``target/`` and ``draft/``), else the proxy
+    VLM pretrained here on ``tower``."""
     from transformers import AutoTokenizer, VideoLlavaForConditionalGeneration
 
-    if cfg.vlm:
-        root = Path(cfg.vlm)
+    if root is not None or cfg.vlm:
+        root = Path(root if root is not None else cfg.vlm)
     else:
         from .proxy_vlm import ProxyVlmConfig, ensure_proxy_vlm
 

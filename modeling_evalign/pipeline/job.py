@@ -3,8 +3,10 @@
 Stages, each resumable (a finished stage's output is reused, an interrupted one is redone or resumed):
 
 1. ``start_synthetic_dsec``: DSEC-format sequences made from scikit-image photographs (ESIM-style events), in
-   worker processes while this one loads or pretrains the towers; the CLIP tower: the proxy CLIP pretrained here on the generator's RGB frames (``features.proxy_clip``,
-   cached after its first build) unless ``--clip`` names a real one (``openai/clip-vit-large-patch14-336``);
+   worker processes while this one loads or pretrains the CLIP tower: the proxy CLIP pretrained here on the
+   generator's RGB frames (``features.proxy_clip``, cached after its first build) unless ``--clip`` names a real
+   one (``openai/clip-vit-large-patch14-336``). The proxy VLM of the downstream stage then builds in its own
+   process (``downstream.stage.ProxyVlmBuild``) while stages 2-5 run on the other core;
 2. ``DsecAlignmentBuilder``: the ``1s`` and ``200ms`` window datasets, split by sequence and stratified by
    scene, so every photograph has a training sequence and the held-out ones are new paths (``features``);
 3. features: EventGPT-style event frames and RGB targets through the same frozen tower: patch tokens
@@ -18,8 +20,10 @@ Stages, each resumable (a finished stage's output is reused, an interrupted one 
    tower: zero paired data) and ``rgb_reference`` (the RGB frame nearest the window's start as the query: the
    ceiling event features chase).
 
-Then ``figures``: ``summary.png`` (mean R@1 per strategy and duration against chance and unaligned) and one
-``samples_<duration>.png`` per duration, their data beside them, linked from ``results.md``.
+Then the downstream stage per duration (``downstream.stage``: the VLM answers questions from every condition's
+tokens, acceptance, the draft's speedup) and ``figures``: ``summary.png`` (mean R@1 per strategy and duration
+against chance and unaligned, the downstream accuracies) and one ``samples_<duration>.png`` per duration, their
+data beside them, linked from ``results.md``.
 
 Retrieval is strict: a query's only positive is its own window (index-matched), although neighbouring windows
 of one sequence look alike; ``seq/R@1`` counts any window of the same sequence as a hit.
@@ -124,11 +128,11 @@ def _duration_rows(cfg: PipelineConfig, duration: str, tree: Path, out: Path, to
 class _Downstream:
     """The downstream stage (issue 19, ``modeling_evalign.downstream``): the VLM reads aligned event tokens."""
 
-    def __init__(self, cfg: PipelineConfig, tower: str, vision, tree: Path, out: Path):
+    def __init__(self, cfg: PipelineConfig, tower: str, vision, tree: Path, out: Path, root: str | None = None):
         from ..downstream.stage import load_vlm
 
         self.cfg, self.tower, self.vision, self.tree, self.out = cfg, tower, vision, tree, out
-        self.vlm = load_vlm(cfg, tower, log=log)
+        self.vlm = load_vlm(cfg, tower, log=log, root=root)
         self.rows, self.speculative, self.seconds = [], {}, {}
 
     def run(self, duration: str, started: float) -> None:
@@ -171,22 +175,36 @@ def run_pipeline(cfg: PipelineConfig) -> list[StrategyRow]:
                                     workers=cfg.generator_workers,
                                     on_sequence=lambda p, k, n: log(f"    tree {k}/{n}: {p.name} "
                                                                     f"({time.perf_counter() - started:.0f} s)"))
+    vlm_job = None
     try:
         log(f"    CLIP tower: {cfg.clip or 'proxy (pretrained here)'}")
         tower = tower_path(cfg)
         vision = load_vision_tower(tower)
-        downstream = _Downstream(cfg, tower, vision, tree, out) if cfg.downstream else None  # builds the VLM
+        if cfg.downstream and not cfg.vlm:  # the proxy VLM builds in its own process while the stages run
+            from ..downstream.stage import ProxyVlmBuild
+
+            vlm_job = ProxyVlmBuild(cfg, tower, log=log)
         tree_job.result()
+        log(f"    tree ready: {time.perf_counter() - started:.0f} s")
+        rows: list[StrategyRow] = []
+        for duration in cfg.durations:
+            # one thread while the VLM builds on the other core (oversubscribed OpenMP threads spin); results do
+            # not depend on the thread count (the README's tables are identical at 1 and 2 threads)
+            torch.set_num_threads(1 if vlm_job is not None and vlm_job.running() else stage_threads)
+            rows += _duration_rows(cfg, duration, tree, out, tower, vision, started)
+        torch.set_num_threads(stage_threads)
+        downstream = None
+        if cfg.downstream:
+            if vlm_job is not None:
+                log(f"+ the proxy VLM ({time.perf_counter() - started:.0f} s)")
+            downstream = _Downstream(cfg, tower, vision, tree, out, root=vlm_job.result() if vlm_job else None)
+            for duration in cfg.durations:
+                downstream.run(duration, started)
     except BaseException:
         tree_job.cancel()  # sequences already written stay; a rerun writes the rest
+        if vlm_job is not None:
+            vlm_job.stop()  # the VLM build resumes from its checkpoint next time
         raise
-    torch.set_num_threads(stage_threads)
-    log(f"    tree and towers ready: {time.perf_counter() - started:.0f} s; {stage_threads} torch threads from here")
-    rows: list[StrategyRow] = []
-    for duration in cfg.durations:
-        rows += _duration_rows(cfg, duration, tree, out, tower, vision, started)
-        if downstream is not None:
-            downstream.run(duration, started)
     elapsed = time.perf_counter() - started
     cpu1 = os.times()
     cpu = {"user_s": round(cpu1.user - cpu0.user + cpu1.children_user - cpu0.children_user, 1),
