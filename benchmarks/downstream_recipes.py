@@ -51,26 +51,18 @@ def main(argv=None) -> list[dict]:
         "lightweight", {"num_epochs": 40, "closed_form_init": cfg.ridge, "model_config": {"adapter_type": "linear"}})
     variants["lightweight MLP 512, 40 epochs, no warm start"] = (
         "lightweight", {"num_epochs": 40, "model_config": {"adapter_type": "mlp", "hidden_dim": 512}})
-    job_recipe = st.recipe
     scfg = dataclasses.replace(cfg, num_epochs=cfg.downstream_epochs)
     with tempfile.TemporaryDirectory() as tmp:
         for i, (name, (strategy, change)) in enumerate(variants.items()):
-            def recipe(c, s, t, change=change):
-                fields = dict(job_recipe(c, s, t))
-                if "closed_form_init" not in change:
-                    fields.pop("closed_form_init", None)
-                fields.update({k: v for k, v in change.items() if k != "model_config"})
-                extra = [f"{k}={json.dumps(v)}" for k, v in change["model_config"].items()]
-                keys = {e.split("=", 1)[0] for e in extra}
-                fields["model_config"] = [e for e in fields["model_config"] if e.split("=", 1)[0] not in keys] + extra
-                return fields
-
-            st.recipe = recipe
-            try:
-                with st.quiet_loading():
-                    model = st.train_feature_strategy(scfg, strategy, dirs, Path(tmp) / str(i), tower)
-            finally:
-                st.recipe = job_recipe
+            fields = st.recipe(scfg, strategy, tower)  # the job's recipe, changed where the variant says
+            if "closed_form_init" not in change:
+                fields.pop("closed_form_init", None)
+            fields.update({k: v for k, v in change.items() if k != "model_config"})
+            extra = [f"{k}={json.dumps(v)}" for k, v in change["model_config"].items()]
+            keys = {e.split("=", 1)[0] for e in extra}
+            fields["model_config"] = [e for e in fields["model_config"] if e.split("=", 1)[0] not in keys] + extra
+            with st.quiet_loading():
+                model = st.train_feature_strategy(scfg, strategy, dirs, Path(tmp) / str(i), tower, fields=fields)
             conds.append(Condition(name, "video", _unflatten(aligned_tokens(model, events), frames)))
     table, _ = evaluate_conditions(vlm.target, vlm.tokenizer, conds, truth, args.duration,
                                    max_new_tokens=cfg.downstream_max_new_tokens, gamma=cfg.downstream_gamma,

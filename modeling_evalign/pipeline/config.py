@@ -69,8 +69,8 @@ class PipelineConfig:
     num_proc: int = 1
     # processes writing the synthetic DSEC tree (sequences are independent and seeded: the tree is identical)
     generator_workers: int = 2
-    # torch intra-op threads of the stages (0: torch's default, one per core); while the synthetic tree's worker
-    # processes run, the towers build on one thread
+    # torch intra-op threads of the stages (0: torch's default, one per core); the main process takes one while
+    # the tree's workers or the proxy VLM's process hold the other cores
     torch_threads: int = 0
     # downstream (issue 19): the proxy VLM (``vlm``: a directory with target/ and draft/ instead; ``proxy_vlm``
     # overrides ProxyVlmConfig fields) answers questions on aligned event tokens; strategies retrained on the

@@ -71,10 +71,12 @@ def recipe(cfg: PipelineConfig, strategy: str, tower: str) -> dict:
     return {**extra, "model_config": list(model_config)}
 
 
-def train_feature_strategy(cfg: PipelineConfig, strategy: str, dirs: dict[str, Path], out: Path, tower: str):
+def train_feature_strategy(cfg: PipelineConfig, strategy: str, dirs: dict[str, Path], out: Path, tower: str,
+                           fields: dict | None = None):
     """Any feature-level strategy of the registry with its recipe (lightweight: warm-started at the ridge
     solution; contrastive: a per-token InfoNCE head; triple_modal: token mode, class prompts from the tower's own
-    text encoder), token by token on the token-space directories ``dirs``."""
+    text encoder), token by token on the token-space directories ``dirs``. ``fields`` (TrainConfig fields, as
+    :func:`recipe` returns them) replace the recipe, for studies of other recipes."""
     from transformers import AutoModel
 
     from ..data.alignment_dataset import AlignmentDataset
@@ -87,7 +89,7 @@ def train_feature_strategy(cfg: PipelineConfig, strategy: str, dirs: dict[str, P
         config = _base_config(cfg, strategy, out, n_train,
                               train_dir=str(dirs["train"]),
                               val_dir=str(dirs["validation"]) if "validation" in dirs else None,
-                              **recipe(cfg, strategy, tower))
+                              **(recipe(cfg, strategy, tower) if fields is None else fields))
         run(config)
     model = AutoModel.from_pretrained(final)
     point_tower_at(model.config, tower)  # config.json names a local tower only: re-attach this run's directory
